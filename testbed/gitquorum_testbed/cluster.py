@@ -1,0 +1,254 @@
+"""Bringing the whole testbed up and down, and the node operations of failure injection."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from kubernetes import client, config
+
+from gitquorum_testbed import agent, binaries, controlplane, network, processes, settings
+
+PROXY = "proxy"
+NODE_READY_TIMEOUT = 60.0
+
+
+class TestbedError(RuntimeError):
+    """A testbed operation cannot be carried out; the message says why and what to do."""
+
+
+class Testbed:
+    def __init__(self, root: Path, *, ports: settings.Ports | None = None) -> None:
+        self.layout = settings.Layout(root.resolve())
+        self.ports = ports or settings.Ports()
+
+    # --- whole cluster ------------------------------------------------------------------------
+
+    def up(self, *, nodes: int, zones: int) -> None:
+        _require_root()
+        started = time.monotonic()
+        bindir = binaries.directory(build=True)
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        _say("network: bridge, routes and blackholes")
+        network.setup_host()
+        _say("control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
+        controlplane.start(layout=self.layout, bindir=bindir, ports=self.ports)
+        self._bootstrap()
+        if processes.running(PROXY, pids=self.layout.pids) is None:
+            processes.start(
+                PROXY,
+                [sys.executable, "-m", "gitquorum_testbed.proxy", "--root", str(self.layout.root)],
+                pids=self.layout.pids,
+                logs=self.layout.logs,
+            )
+        existing = self.node_configs()
+        zone_names = (
+            settings.ZONES_DEFAULT[: max(1, zones)]
+            if zones <= 3
+            else tuple(f"zone-{i}" for i in range(zones))
+        )
+        for i in range(len(existing), nodes):
+            self._create_node(f"node-{i + 1}", index=i + 1, zone=zone_names[i % len(zone_names)])
+        for node in self.node_configs():
+            if not (self.layout.node_dir(node.name) / "stopped").exists():
+                self._start_agent(node)
+        for node in self.node_configs():
+            if not (self.layout.node_dir(node.name) / "stopped").exists():
+                self.wait_node_ready(node.name, ready=True)
+        _say(
+            f"testbed up in {time.monotonic() - started:.1f}s; nodes: "
+            + ", ".join(n.name for n in self.node_configs())
+        )
+
+    def down(self, *, keep_state: bool) -> None:
+        _require_root()
+        for name in processes.names(self.layout.pids):
+            if name.startswith("node-"):
+                processes.stop(name, pids=self.layout.pids, grace=0, sig=signal.SIGKILL)
+        processes.stop(PROXY, pids=self.layout.pids, grace=5)
+        controlplane.stop(layout=self.layout)
+        network.teardown_host()
+        if not keep_state and self.layout.root.exists():
+            shutil.rmtree(self.layout.root)
+        _say("testbed down" + (" (state kept)" if keep_state else ""))
+
+    def status(self) -> list[str]:
+        lines = []
+        for name in (*controlplane.COMPONENTS, PROXY):
+            pid = processes.running(name, pids=self.layout.pids)
+            lines.append(f"{name:24} {'running pid ' + str(pid) if pid else 'stopped'}")
+        for node in self.node_configs():
+            pid = processes.running(_agent_name(node.name), pids=self.layout.pids)
+            flags = [
+                f
+                for f in ("stopped", "partitioned")
+                if (self.layout.node_dir(node.name) / f).exists()
+            ]
+            state = "running" if pid else "stopped"
+            lines.append(
+                f"{node.name:24} agent {state} zone={node.zone} "
+                f"pods={node.pod_network} {' '.join(flags)}"
+            )
+        return lines
+
+    def env(self) -> str:
+        bindir = binaries.directory(build=False)
+        venv_bin = Path(sys.executable).parent
+        return (
+            f"export KUBECONFIG={self.layout.kubeconfig}\nexport PATH={venv_bin}:{bindir}:$PATH\n"
+        )
+
+    # --- nodes -------------------------------------------------------------------------------
+
+    def node_configs(self) -> list[settings.NodeConfig]:
+        files = sorted(self.layout.nodes.glob("*/node.json")) if self.layout.nodes.exists() else []
+        return sorted((settings.NodeConfig.load(f) for f in files), key=lambda n: n.index)
+
+    def node(self, name: str) -> settings.NodeConfig:
+        for node in self.node_configs():
+            if node.name == name:
+                return node
+        raise TestbedError(
+            f"no node {name!r}; nodes: {', '.join(n.name for n in self.node_configs()) or 'none'}"
+        )
+
+    def node_add(self, name: str | None) -> settings.NodeConfig:
+        _require_root()
+        existing = self.node_configs()
+        index = max((n.index for n in existing), default=0) + 1
+        if index > 250:
+            raise TestbedError("the testbed has room for 250 nodes")
+        name = name or f"node-{index}"
+        if any(n.name == name for n in existing):
+            raise TestbedError(f"node {name} exists already")
+        zones = sorted({n.zone for n in existing}) or list(settings.ZONES_DEFAULT)
+        counts = {z: sum(1 for n in existing if n.zone == z) for z in zones}
+        node = self._create_node(name, index=index, zone=min(zones, key=lambda z: counts[z]))
+        self._start_agent(node)
+        self.wait_node_ready(name, ready=True)
+        return node
+
+    def node_stop(self, name: str) -> None:
+        """Power loss: the agent is PID 1 of its PID namespace, so SIGKILL takes every pod."""
+        _require_root()
+        node = self.node(name)
+        (self.layout.node_dir(node.name) / "stopped").touch()
+        processes.stop(_agent_name(name), pids=self.layout.pids, grace=0, sig=signal.SIGKILL)
+        # The kernel removes a namespace's veth when its last process dies; make sure.
+        for link in network.host_veths(node.index):
+            network.detach_pod(link)
+
+    def node_start(self, name: str) -> None:
+        _require_root()
+        node = self.node(name)
+        (self.layout.node_dir(name) / "stopped").unlink(missing_ok=True)
+        self._start_agent(node)
+        self.wait_node_ready(name, ready=True)
+
+    def node_partition(self, name: str) -> None:
+        _require_root()
+        node = self.node(name)
+        (self.layout.node_dir(name) / "partitioned").touch()
+        network.set_links(network.host_veths(node.index), up=False)
+
+    def node_heal(self, name: str) -> None:
+        _require_root()
+        node = self.node(name)
+        network.set_links(network.host_veths(node.index), up=True)
+        (self.layout.node_dir(name) / "partitioned").unlink(missing_ok=True)
+
+    def wait_node_ready(
+        self, name: str, *, ready: bool, timeout: float = NODE_READY_TIMEOUT
+    ) -> None:
+        api = self.core_api()
+
+        def check() -> object:
+            node = api.read_node(name)
+            cond = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+            return (cond is not None and cond.status == "True") == ready
+
+        processes.wait_until(
+            f"node {name} to be {'Ready' if ready else 'NotReady'}",
+            check,
+            timeout=timeout,
+            log=self.layout.logs / f"{_agent_name(name)}.log",
+        )
+
+    def core_api(self) -> client.CoreV1Api:
+        configuration = client.Configuration()
+        config.load_kube_config(str(self.layout.kubeconfig), client_configuration=configuration)
+        return client.CoreV1Api(client.ApiClient(configuration))
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _create_node(self, name: str, *, index: int, zone: str) -> settings.NodeConfig:
+        node = settings.NodeConfig(name=name, index=index, zone=zone)
+        directory = self.layout.node_dir(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        node.save(directory / "node.json")
+        return node
+
+    def _start_agent(self, node: settings.NodeConfig) -> None:
+        if processes.running(_agent_name(node.name), pids=self.layout.pids) is not None:
+            return
+        argv = [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            sys.executable,
+            "-m",
+            "gitquorum_testbed.agent",
+            "--root",
+            str(self.layout.root),
+            "--node",
+            node.name,
+        ]
+        processes.start(
+            _agent_name(node.name),
+            argv,
+            pids=self.layout.pids,
+            logs=self.layout.logs,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def _bootstrap(self) -> None:
+        """Objects a fresh cluster needs: the default local StorageClass."""
+        configuration = client.Configuration()
+        config.load_kube_config(str(self.layout.kubeconfig), client_configuration=configuration)
+        storage = client.StorageV1Api(client.ApiClient(configuration))
+        body = client.V1StorageClass(
+            metadata=client.V1ObjectMeta(
+                name=agent.STORAGE_CLASS,
+                annotations={"storageclass.kubernetes.io/is-default-class": "true"},
+            ),
+            provisioner=agent.PROVISIONER,
+            volume_binding_mode="WaitForFirstConsumer",
+            reclaim_policy="Delete",
+        )
+        try:
+            storage.create_storage_class(body)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+
+
+def _agent_name(node: str) -> str:
+    return f"node-{node}" if not node.startswith("node-") else node
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise TestbedError(
+            "the testbed needs root: it creates network namespaces, a bridge "
+            "and mounts (run it with sudo, or as root in a VM or container)"
+        )
+
+
+def _say(message: str) -> None:
+    print(f"testbed: {message}", file=sys.stderr, flush=True)

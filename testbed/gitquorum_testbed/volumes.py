@@ -1,0 +1,249 @@
+"""Materialising a pod's volumes as directories on its node.
+
+Secrets, ConfigMaps, downward-API files and service-account tokens are written into the pod's
+own directory (as the kubelet does under /var/lib/kubelet/pods); a PVC resolves to the directory
+of its bound local PersistentVolume; an emptyDir is a fresh directory that lives as long as the
+pod. The container init then bind-mounts these at their ``mountPath``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from gitquorum_testbed import settings
+
+# The kubelet's default expiry for projected service-account tokens (an hour and a bit).
+TOKEN_SECONDS_DEFAULT = 3607
+
+
+class VolumeError(RuntimeError):
+    """A volume cannot be provided yet (missing Secret, unbound PVC...)."""
+
+
+def materialise(
+    pod: client.V1Pod, *, pod_dir: Path, api: client.CoreV1Api, ca_cert: Path
+) -> dict[str, Path]:
+    """Return a host directory for every volume of ``pod``."""
+    paths: dict[str, Path] = {}
+    fs_group = pod.spec.security_context.fs_group if pod.spec.security_context else None
+    for volume in pod.spec.volumes or []:
+        target = pod_dir / "volumes" / volume.name
+        if volume.persistent_volume_claim:
+            paths[volume.name] = _claim_path(pod, volume.persistent_volume_claim.claim_name, api)
+        elif volume.empty_dir is not None:
+            target.mkdir(parents=True, exist_ok=True)
+            paths[volume.name] = target
+        elif volume.host_path:
+            paths[volume.name] = Path(volume.host_path.path)
+        elif volume.secret:
+            files = _secret_files(
+                pod,
+                volume.secret.secret_name,
+                volume.secret.items,
+                api,
+                optional=bool(volume.secret.optional),
+            )
+            paths[volume.name] = _write(target, files, mode=volume.secret.default_mode)
+        elif volume.config_map:
+            files = _config_map_files(
+                pod,
+                volume.config_map.name,
+                volume.config_map.items,
+                api,
+                optional=bool(volume.config_map.optional),
+            )
+            paths[volume.name] = _write(target, files, mode=volume.config_map.default_mode)
+        elif volume.projected:
+            files = _projected_files(pod, volume.projected, api, ca_cert)
+            paths[volume.name] = _write(target, files, mode=volume.projected.default_mode)
+        elif volume.downward_api:
+            files = {
+                i.path: _field(pod, i.field_ref.field_path).encode()
+                for i in volume.downward_api.items or []
+                if i.field_ref
+            }
+            paths[volume.name] = _write(target, files, mode=volume.downward_api.default_mode)
+        else:
+            raise VolumeError(f"volume {volume.name}: this testbed does not support its type")
+        if fs_group is not None and not volume.host_path:
+            _chown_tree(paths[volume.name], gid=fs_group)
+    return paths
+
+
+def field(pod: client.V1Pod, path: str) -> str:
+    """The value of a downward-API ``fieldPath``."""
+    return _field(pod, path)
+
+
+def _claim_path(pod: client.V1Pod, claim: str, api: client.CoreV1Api) -> Path:
+    pvc = api.read_namespaced_persistent_volume_claim(claim, pod.metadata.namespace)
+    if pvc.status.phase != "Bound" or not pvc.spec.volume_name:
+        raise VolumeError(f"PVC {claim} is not bound yet")
+    pv = api.read_persistent_volume(pvc.spec.volume_name)
+    source = pv.spec.local or pv.spec.host_path
+    if source is None:
+        raise VolumeError(f"PV {pv.metadata.name} is neither local nor hostPath")
+    path = Path(source.path)
+    if not path.is_dir():
+        raise VolumeError(f"PV {pv.metadata.name}: {path} is not on this node")
+    return path
+
+
+def _secret_files(
+    pod: client.V1Pod,
+    name: str,
+    items: list[Any] | None,
+    api: client.CoreV1Api,
+    *,
+    optional: bool,
+) -> dict[str, bytes]:
+    try:
+        secret = api.read_namespaced_secret(name, pod.metadata.namespace)
+    except client.ApiException as exc:
+        if exc.status == 404 and optional:
+            return {}
+        raise VolumeError(f"secret {name}: {exc.reason}") from exc
+    data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+    return _select(data, items)
+
+
+def _config_map_files(
+    pod: client.V1Pod,
+    name: str,
+    items: list[Any] | None,
+    api: client.CoreV1Api,
+    *,
+    optional: bool,
+) -> dict[str, bytes]:
+    try:
+        cm = api.read_namespaced_config_map(name, pod.metadata.namespace)
+    except client.ApiException as exc:
+        if exc.status == 404 and optional:
+            return {}
+        raise VolumeError(f"configmap {name}: {exc.reason}") from exc
+    data = {k: v.encode() for k, v in (cm.data or {}).items()}
+    data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+    return _select(data, items)
+
+
+def _projected_files(
+    pod: client.V1Pod,
+    projected: client.V1ProjectedVolumeSource,
+    api: client.CoreV1Api,
+    ca_cert: Path,
+) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for source in projected.sources or []:
+        if source.service_account_token:
+            files[source.service_account_token.path] = _token(
+                pod, source.service_account_token, api
+            ).encode()
+        elif source.config_map:
+            cm = source.config_map
+            if cm.name == "kube-root-ca.crt":
+                # Published by kube-controller-manager; read the file directly if it lags.
+                try:
+                    files.update(_config_map_files(pod, cm.name, cm.items, api, optional=False))
+                    continue
+                except VolumeError:
+                    files["ca.crt"] = ca_cert.read_bytes()
+                    continue
+            files.update(_config_map_files(pod, cm.name, cm.items, api, optional=bool(cm.optional)))
+        elif source.secret:
+            files.update(
+                _secret_files(
+                    pod,
+                    source.secret.name,
+                    source.secret.items,
+                    api,
+                    optional=bool(source.secret.optional),
+                )
+            )
+        elif source.downward_api:
+            for item in source.downward_api.items or []:
+                if item.field_ref:
+                    files[item.path] = _field(pod, item.field_ref.field_path).encode()
+    return files
+
+
+def _token(
+    pod: client.V1Pod, source: client.V1ServiceAccountTokenProjection, api: client.CoreV1Api
+) -> str:
+    audiences = [source.audience] if source.audience else []
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(
+            audiences=audiences,
+            expiration_seconds=source.expiration_seconds or TOKEN_SECONDS_DEFAULT,
+            bound_object_ref=client.V1BoundObjectReference(
+                api_version="v1", kind="Pod", name=pod.metadata.name, uid=pod.metadata.uid
+            ),
+        )
+    )
+    account = pod.spec.service_account_name or "default"
+    response = api.create_namespaced_service_account_token(account, pod.metadata.namespace, request)
+    return str(response.status.token)
+
+
+def _select(data: dict[str, bytes], items: list[Any] | None) -> dict[str, bytes]:
+    if not items:
+        return data
+    return {item.path: data[item.key] for item in items if item.key in data}
+
+
+def _write(target: Path, files: dict[str, bytes], *, mode: int | None) -> Path:
+    """Replace the directory's content atomically enough for a testbed."""
+    staging = target.with_name(target.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for rel, content in files.items():
+        path = staging / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(mode if mode is not None else 0o644)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def _chown_tree(root: Path, *, gid: int) -> None:
+    # fsGroup: the volume's group becomes fsGroup and is group-writable, as the kubelet does.
+    for dirpath, _dirs, filenames in os.walk(root):
+        os.chown(dirpath, -1, gid)
+        os.chmod(dirpath, os.stat(dirpath).st_mode | 0o2070)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chown(path, -1, gid, follow_symlinks=False)
+
+
+def _field(pod: client.V1Pod, path: str) -> str:
+    meta = pod.metadata
+    simple = {
+        "metadata.name": meta.name,
+        "metadata.namespace": meta.namespace,
+        "metadata.uid": meta.uid,
+        "spec.nodeName": pod.spec.node_name,
+        "spec.serviceAccountName": pod.spec.service_account_name,
+        "status.podIP": pod.status.pod_ip if pod.status else None,
+        "status.hostIP": pod.status.host_ip if pod.status else None,
+    }
+    if path in simple:
+        return str(simple[path] or "")
+    for prefix, mapping in (
+        ("metadata.labels", meta.labels),
+        ("metadata.annotations", meta.annotations),
+    ):
+        if path == prefix:
+            return "\n".join(f'{k}="{v}"' for k, v in sorted((mapping or {}).items()))
+        if path.startswith(prefix + "['") and path.endswith("']"):
+            return str((mapping or {}).get(path[len(prefix) + 2 : -2], ""))
+    raise VolumeError(f"unsupported fieldPath {path!r}")
+
+
+def pvc_root(layout: settings.Layout, node: str) -> Path:
+    return layout.node_dir(node) / "volumes"
