@@ -1,0 +1,1 @@
+"""The subcommands of ``gitquorum``, one module each; see ``gitquorum.cli``."""

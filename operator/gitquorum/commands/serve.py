@@ -1,0 +1,125 @@
+"""``gitquorum serve``: serve every bare repository under a directory over smart HTTP."""
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import shutil
+
+from gitquorum import errors
+from gitquorum.server import http, listening, settings
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = settings.Limits()
+    parser.add_argument(
+        "--root",
+        type=pathlib.Path,
+        required=True,
+        help="directory whose bare repositories are served",
+    )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="address to listen on; port 0 picks one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--auth-file", type=pathlib.Path, help="users and hashed tokens (see gitquorum passwd)"
+    )
+    parser.add_argument(
+        "--anonymous-read", action="store_true", help="allow clone and fetch without credentials"
+    )
+    parser.add_argument(
+        "--create-on-push",
+        action="store_true",
+        help="create a missing repository when an authorised user pushes to it",
+    )
+    parser.add_argument(
+        "--max-git-processes",
+        type=int,
+        default=defaults.max_git_processes,
+        help="git processes at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-push-bytes",
+        type=int,
+        default=defaults.max_push_bytes,
+        help="largest push body in bytes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=defaults.request_timeout,
+        help="seconds one git request may take (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        help="seconds to wait for more of a request body (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=defaults.queue_timeout,
+        help="seconds to wait for a free git slot (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-fsck", action="store_true", help="accept pushed objects without git's fsck checks"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+
+
+def settings_from(args: argparse.Namespace) -> settings.ServerSettings:
+    """The server settings the arguments describe, checked."""
+    host, port = settings.parse_listen(args.listen)
+    root: pathlib.Path = args.root
+    if not root.is_dir():
+        raise errors.ConfigError(f"--root {root} is not a directory")
+    if args.auth_file is None and not args.anonymous_read:
+        raise errors.ConfigError(
+            "nobody could use the server: give --auth-file or --anonymous-read"
+        )
+    if args.max_git_processes < 1:
+        raise errors.ConfigError("--max-git-processes must be at least 1")
+    limits = settings.Limits(
+        max_push_bytes=args.max_push_bytes,
+        max_git_processes=args.max_git_processes,
+        request_timeout=args.request_timeout,
+        idle_timeout=args.idle_timeout,
+        queue_timeout=args.queue_timeout,
+    )
+    access = settings.Access(
+        auth_file=args.auth_file,
+        anonymous_read=args.anonymous_read,
+        create_on_push=args.create_on_push,
+    )
+    git = settings.GitOptions(fsck_objects=not args.no_fsck)
+    if shutil.which(git.executable) is None:
+        raise errors.ConfigError(f"{git.executable} not found in PATH")
+    return settings.ServerSettings(
+        root=root, host=host, port=port, access=access, limits=limits, git=git
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    config = settings_from(args)
+    server = http.Server(config, environment=dict(os.environ))
+    server.authenticator.load()
+    if config.access.auth_file is None:
+        log.warning("no --auth-file: anonymous read only, every push is refused")
+    try:
+        sock = listening.bind(config.host, config.port)
+    except OSError as error:
+        raise errors.ConfigError(f"cannot listen on {args.listen}: {error}") from error
+    asyncio.run(listening.serve(server, sock))
+    return 0

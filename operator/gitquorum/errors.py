@@ -1,0 +1,86 @@
+"""The errors gitquorum raises on purpose.
+
+Every error the package raises deliberately derives from :class:`GitquorumError`, so callers
+can tell our decisions apart from bugs. The hierarchy follows who is at fault and what the
+caller should do, not which module raised it:
+
+- :class:`ConfigError`: the operator of the server gave us something unusable (a settings
+  value, an auth file); fatal at startup, logged and ignored on a later reload.
+- :class:`RequestError` and its subclasses: the client asked for something it may not have or
+  that does not exist; the HTTP layer maps each to a status code.
+- :class:`ProtocolError`: the client spoke the git protocol wrongly; answered inside the git
+  protocol (an ``ERR`` packet) so that git prints it.
+- :class:`Unavailable`: the server cannot take the request now (busy, shutting down); the
+  client may retry.
+- :class:`GitFailed`: a git process we ran exited with an error.
+
+Library errors are wrapped with ``raise ... from`` so the original stays in the logs.
+"""
+
+
+class GitquorumError(Exception):
+    """Base of every error gitquorum raises on purpose."""
+
+
+class ConfigError(GitquorumError):
+    """A setting, file or argument given by the server's operator is unusable."""
+
+
+class AuthFileError(ConfigError):
+    """The auth file cannot be read or has a malformed line."""
+
+
+class RequestError(GitquorumError):
+    """The client's request cannot be served as asked."""
+
+
+class BadRequest(RequestError):
+    """The request is malformed at the HTTP level (query, headers, encoding)."""
+
+
+class UnsupportedMediaType(RequestError):
+    """The request body has a content type or encoding we do not accept."""
+
+
+class Unauthorized(RequestError):
+    """No credentials, or wrong ones, for something that needs them."""
+
+
+class Forbidden(RequestError):
+    """The client is known but may not do this, or the request is refused outright."""
+
+
+class PathRefused(Forbidden):
+    """The repository path is not a plain path below the served root."""
+
+
+class RepositoryNotFound(RequestError):
+    """No bare repository answers to the requested path."""
+
+
+class BodyTooLarge(RequestError):
+    """The request body exceeds its configured limit."""
+
+
+class RequestTimeout(RequestError):
+    """The client sent its request too slowly, or the request ran past its time limit."""
+
+
+class ProtocolError(GitquorumError):
+    """The client sent git protocol data that does not follow the protocol."""
+
+
+class Unavailable(GitquorumError):
+    """The server cannot take the request now; a retry later may succeed."""
+
+
+class GitFailed(GitquorumError):
+    """A git process exited with an error status."""
+
+    def __init__(self, command: str, returncode: int, stderr: str) -> None:
+        message = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+        super().__init__(f"git {command} exited with status {returncode}: {message}")
+        self.command = command
+        self.returncode = returncode
+        self.stderr = stderr
+        self.message = message

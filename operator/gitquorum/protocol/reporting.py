@@ -1,0 +1,50 @@
+"""Answers the server writes itself, in the protocol, when git does not get to answer.
+
+A client that sent something we refuse inside the protocol (a malformed request, a push the
+write path turns down) must still get a reply that git prints as an error, rather than a hung
+or cut connection. Where the client asked for side-band multiplexing, its reader takes every
+packet as a band: there an error travels on band 3, which git prints as ``remote error``; a
+client without side-band, or whose capabilities we could not parse, gets an ``ERR`` packet.
+Push results use git's report-status format so that git prints a rejection per ref.
+"""
+
+from collections.abc import Iterable
+
+from dulwich import protocol as dulwich_protocol
+
+from gitquorum.protocol import pktline, refupdates
+
+# Side-band payloads carry one byte of band number inside the packet.
+MAX_SIDEBAND_PAYLOAD = pktline.MAX_PAYLOAD_SIZE - 1
+
+
+def sideband(band: int, payload: bytes) -> bytes:
+    """Frames ``payload`` on one side-band channel, split into as many packets as needed."""
+    chunks = [
+        payload[start : start + MAX_SIDEBAND_PAYLOAD]
+        for start in range(0, len(payload), MAX_SIDEBAND_PAYLOAD)
+    ]
+    return b"".join(pktline.encode(bytes([band]) + chunk) for chunk in chunks)
+
+
+def fatal(message: str, *, sideband_enabled: bool) -> bytes:
+    """An error that makes the client print ``message`` and give up."""
+    if not sideband_enabled:
+        return pktline.error(message)
+    text = message.encode("utf-8", "replace") + b"\n"
+    return sideband(dulwich_protocol.SIDE_BAND_CHANNEL_FATAL, text) + pktline.FLUSH
+
+
+def rejection(commands: refupdates.PushCommands, reason: str) -> bytes:
+    """A report-status turning down every update of a push with the same reason."""
+    reason = " ".join(reason.split())  # one line per ref: no newlines may leak in
+    lines = [b"unpack ok\n"]
+    lines += [f"ng {update.ref} {reason}\n".encode() for update in commands.updates]
+    report = _packets(lines) + pktline.FLUSH
+    if not commands.sideband:
+        return report
+    return sideband(dulwich_protocol.SIDE_BAND_CHANNEL_DATA, report) + pktline.FLUSH
+
+
+def _packets(lines: Iterable[bytes]) -> bytes:
+    return b"".join(pktline.encode(line) for line in lines)

@@ -1,0 +1,60 @@
+"""Running the server: binding the socket, serving until told to stop, draining on exit.
+
+On SIGTERM or SIGINT the server reports not ready, stops accepting connections and gives the
+requests in flight the shutdown timeout to finish; git processes still running after that
+are killed with their requests.
+"""
+
+import asyncio
+import logging
+import signal
+import socket
+
+from aiohttp import web
+
+from gitquorum.server import http
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 128
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; binding it here lets port 0 pick a free port we can report."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(server: http.Server, sock: socket.socket) -> None:
+    """Serves on ``sock`` until SIGTERM or SIGINT."""
+    runner = web.AppRunner(
+        server.application(),
+        access_log=None,  # http logs one line per request itself
+        handle_signals=False,
+        shutdown_timeout=server.settings.shutdown_timeout,
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
+        host, port = sock.getsockname()[:2]
+        log.info(
+            "serving repositories under %s on http://%s:%s",
+            server.resolver.root,
+            f"[{host}]" if ":" in host else host,
+            port,
+        )
+        await stop.wait()
+        log.info("stopping: draining requests for up to %s s", server.settings.shutdown_timeout)
+        server.draining = True
+    finally:
+        await runner.cleanup()
+        log.info("stopped")
