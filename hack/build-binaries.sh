@@ -71,7 +71,7 @@ build_kube() {
   (cd "$dir" && go mod download k8s.io/kubernetes && go list -deps k8s.io/kubernetes/cmd/kube-apiserver >/dev/null)
   for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
     [[ -x "$out/$cmd" ]] && continue
-    say "kube: compiling $cmd (the first one takes the longest)"
+    say "kube: compiling $cmd"
     (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$out/$cmd.partial" "k8s.io/kubernetes/cmd/$cmd")
     mv "$out/$cmd.partial" "$out/$cmd"
     say "kube: $cmd done"
@@ -114,7 +114,7 @@ build_helm() {
   say "helm: done"
 }
 
-say "building into $out (a cold build takes 15-30 minutes on 2 cores)"
+say "building into $out (a cold build took about 6 minutes on 2 cores)"
 build_etcd
 build_helm
 build_kube

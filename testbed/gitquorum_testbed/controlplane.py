@@ -47,7 +47,7 @@ kind: Config
 clusters:
 - name: testbed
   cluster:
-    server: https://127.0.0.1:{port}
+    server: https://{settings.BRIDGE_ADDRESS}:{port}
     certificate-authority: {files.ca_cert}
 users:
 - name: admin
@@ -88,7 +88,9 @@ def _apiserver(files: pki.Files, bindir: Path, ports: settings.Ports) -> list[st
         str(bindir / "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
         f"--secure-port={ports.apiserver}",
-        "--bind-address=0.0.0.0",
+        # Only on the bridge address: a wildcard bind would also take <any ClusterIP>:6443,
+        # since the whole service range is local on the host.
+        f"--bind-address={settings.BRIDGE_ADDRESS}",
         f"--advertise-address={settings.BRIDGE_ADDRESS}",
         f"--tls-cert-file={files.apiserver_cert}",
         f"--tls-private-key-file={files.apiserver_key}",
@@ -142,7 +144,7 @@ def _wait_healthy(
 ) -> None:
     urls = {
         "etcd": f"http://127.0.0.1:{ports.etcd_client}/health",
-        "kube-apiserver": f"https://127.0.0.1:{ports.apiserver}/readyz",
+        "kube-apiserver": f"https://{settings.BRIDGE_ADDRESS}:{ports.apiserver}/readyz",
         "kube-controller-manager": f"https://127.0.0.1:{ports.controller_manager}/healthz",
         "kube-scheduler": f"https://127.0.0.1:{ports.scheduler}/healthz",
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from pathlib import Path
@@ -66,8 +67,8 @@ class ServiceProxy:
             for sport in svc.spec.ports or []:
                 if (sport.protocol or "TCP") != "TCP":
                     continue
-                wanted[(ip, port.port)] = [
-                    (a, p) for a, name, p in entries if (name or None) == (port.name or None)
+                wanted[(ip, sport.port)] = [
+                    (a, p) for a, name, p in entries if (name or None) == (sport.name or None)
                 ]
         return wanted
 

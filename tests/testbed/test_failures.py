@@ -1,0 +1,117 @@
+"""Failure injection: power loss and network partitions of simulated nodes.
+
+These tests change node state; each restores it before it ends so that later tests see a
+healthy three-node cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from gitquorum_testbed import cluster
+from kubernetes import client
+
+from tests import waiting
+from tests.testbed import kube
+
+pytestmark = pytest.mark.testbed
+
+NODE = "node-3"
+
+
+def _ready(core: client.CoreV1Api, node: str) -> str:
+    conditions = core.read_node(node).status.conditions or []
+    return next((c.status for c in conditions if c.type == "Ready"), "missing")
+
+
+def test_node_stop_marks_not_ready_evicts_and_start_restores_disk(
+    testbed: cluster.Testbed, core, namespace
+):
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "disk"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    victim = kube.pod(
+        "victim",
+        ["sh", "-c", "echo survived > /data/marker; exec sleep 3600"],
+        node=NODE,
+        restart="Always",
+        volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "disk"}}],
+        mounts=[{"name": "d", "mountPath": "/data"}],
+    )
+    core.create_namespaced_pod(namespace, victim)
+    kube.wait_phase(core, namespace, "victim", {"Running"})
+    pv = core.read_persistent_volume(
+        core.read_namespaced_persistent_volume_claim("disk", namespace).spec.volume_name
+    )
+    marker = f"{pv.spec.local.path}/marker"
+    waiting.until(
+        "the pod to write its marker on the node's disk",
+        lambda: os.path.exists(marker) and Path(marker).read_text().strip() == "survived",
+    )
+
+    stopped_at = time.monotonic()
+    testbed.node_stop(NODE)
+    try:
+        waiting.until(
+            f"{NODE} to be marked NotReady by the node-lifecycle controller",
+            lambda: _ready(core, NODE) != "True",
+            timeout=20,
+        )
+        not_ready_after = time.monotonic() - stopped_at
+        waiting.until(
+            "pod victim to be evicted (deletionTimestamp set)",
+            lambda: core.read_namespaced_pod("victim", namespace).metadata.deletion_timestamp,
+            timeout=60,
+        )
+    finally:
+        testbed.node_start(NODE)
+    assert not_ready_after <= 20
+    assert _ready(core, NODE) == "True"
+    waiting.until(
+        "the evicted pod to be removed once its node is back",
+        lambda: (
+            not core.list_namespaced_pod(namespace, field_selector="metadata.name=victim").items
+        ),
+        timeout=30,
+    )
+    with open(marker) as f:
+        assert f.read().strip() == "survived", "the node's disk lost data across stop/start"
+
+
+def test_node_partition_isolates_its_pods_and_heal_restores(
+    testbed: cluster.Testbed, core, namespace
+):
+    server = kube.http_server("target", node=NODE)
+    core.create_namespaced_pod(namespace, server)
+    address = kube.wait_ready(core, namespace, "target").status.pod_ip
+    probe = [
+        kube.PYTHON,
+        "-c",
+        f"import urllib.request; urllib.request.urlopen('http://{address}:8080/', timeout=3)",
+    ]
+
+    def reach(name: str) -> str:
+        return kube.run_to_completion(core, namespace, kube.pod(name, probe, node="node-1"))
+
+    assert reach("before") == "Succeeded"
+    testbed.node_partition(NODE)
+    try:
+        assert reach("during") == "Failed", "a partitioned node's pod was still reachable"
+        with pytest.raises(OSError):
+            socket.create_connection((address, 8080), timeout=2).close()
+    finally:
+        testbed.node_heal(NODE)
+    assert reach("after") == "Succeeded"

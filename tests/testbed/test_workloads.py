@@ -1,0 +1,139 @@
+"""Pods on simulated nodes: Deployments behind Services, volumes, service-account RBAC."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from kubernetes import client
+
+from tests import waiting
+from tests.testbed import kube
+
+pytestmark = pytest.mark.testbed
+
+
+def test_deployment_becomes_ready_and_answers_through_service(api_client, core, namespace):
+    template = kube.http_server("web")
+    apps = client.AppsV1Api(api_client)
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": template["metadata"], "spec": template["spec"]},
+            },
+        },
+    )
+    service = core.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {
+                "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            },
+        },
+    )
+    waiting.until(
+        "deployment web to have 2 ready replicas",
+        lambda: apps.read_namespaced_deployment("web", namespace).status.ready_replicas == 2,
+        timeout=90,
+    )
+
+    def fetch() -> int:
+        url = f"http://{service.spec.cluster_ip}/"
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return int(response.status)
+
+    assert waiting.until("the Service's ClusterIP to answer", fetch, timeout=30) == 200
+
+
+def test_pvc_data_survives_pod_recreation_on_same_node(core, namespace):
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    volume = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+    mount = [{"name": "data", "mountPath": "/data"}]
+    writer = kube.pod(
+        "writer", ["sh", "-c", "echo kept > /data/marker && sync"], volumes=volume, mounts=mount
+    )
+    assert kube.run_to_completion(core, namespace, writer) == "Succeeded"
+    first_node = core.read_namespaced_pod("writer", namespace).spec.node_name
+    core.delete_namespaced_pod("writer", namespace)
+    waiting.until(
+        "pod writer to be gone",
+        lambda: (
+            not core.list_namespaced_pod(namespace, field_selector="metadata.name=writer").items
+        ),
+    )
+
+    reader = kube.pod(
+        "reader", ["sh", "-c", "grep -qx kept /data/marker"], volumes=volume, mounts=mount
+    )
+    assert kube.run_to_completion(core, namespace, reader) == "Succeeded", (
+        "the file written by the first pod was not on the volume"
+    )
+    assert core.read_namespaced_pod("reader", namespace).spec.node_name == first_node
+
+
+def test_pod_without_permission_gets_403_and_with_role_succeeds(api_client, core, namespace):
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    core.create_namespaced_service_account(
+        namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bare"}}
+    )
+    # In-cluster config reads the projected token and CA; exit 3 on 403, 0 on success.
+    script = (
+        "import sys\n"
+        "from kubernetes import client, config\n"
+        "config.load_incluster_config()\n"
+        "try:\n"
+        f"    client.CoreV1Api().list_namespaced_pod('{namespace}')\n"
+        "except client.ApiException as e:\n"
+        "    print(e.status); sys.exit(3 if e.status == 403 else 1)\n"
+    )
+    denied = kube.pod("denied", [kube.PYTHON, "-c", script], service_account="bare")
+    assert kube.run_to_completion(core, namespace, denied) == "Failed"
+    status = core.read_namespaced_pod("denied", namespace).status.container_statuses[0]
+    assert status.state.terminated.exit_code == 3, "expected a 403 from the API server"
+
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "list-pods"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "list-pods"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "list-pods",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "bare", "namespace": namespace}],
+        },
+    )
+    allowed = kube.pod("allowed", [kube.PYTHON, "-c", script], service_account="bare")
+    assert kube.run_to_completion(core, namespace, allowed) == "Succeeded"

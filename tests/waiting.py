@@ -1,0 +1,29 @@
+"""Polling with a deadline: the only way tests wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def until(what: str, probe: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.25) -> T:
+    """Return ``probe()``'s first truthy result; fail with what was awaited and last seen."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = probe()
+        except Exception as exc:  # an error is "not yet"; kept for the message
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}"
+            )
+        time.sleep(interval)
