@@ -35,6 +35,7 @@ async def serve(server: http.Server, sock: socket.socket) -> None:
     runner = web.AppRunner(
         server.application(),
         access_log=None,  # http logs one line per request itself
+        auto_decompress=False,  # bodies decodes gzip itself, within the request's limit
         handle_signals=False,
         shutdown_timeout=server.settings.shutdown_timeout,
     )

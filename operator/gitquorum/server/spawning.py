@@ -13,6 +13,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from gitquorum import errors
@@ -121,6 +123,9 @@ class GitRunner:
                 stderr=asyncio.subprocess.PIPE,
                 env={**self._environment, **(env or {})},
                 limit=READ_SIZE,
+                # Its own process group, so that killing it also kills the helpers it runs
+                # (index-pack, unpack-objects, pack-objects), which share its pipes.
+                process_group=0,
             )
             git = GitProcess(args[0], process, stdin)
             try:
@@ -170,11 +175,15 @@ class GitProcess:
         if returncode != 0:
             raise errors.GitFailed(self.command, returncode, self.stderr)
 
+    def kill(self) -> None:
+        """Kills git and every helper process it started."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+
     async def close(self) -> None:
         """Kills git if it still runs and reaps it; safe to call more than once."""
         if self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+            self.kill()
         self._stdin_task.cancel()
         await asyncio.gather(self._stdin_task, self._stderr_task, return_exceptions=True)
         await self._process.wait()
@@ -197,8 +206,8 @@ class GitProcess:
             # The request body failed (too large, timed out, client gone): git must not see
             # a partial request as if it were whole, so it is killed, and the error surfaces.
             self._input_error = error
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+            self.kill()
+            pipe.close()
 
     async def _drain_stderr(self) -> None:
         assert self._process.stderr is not None
