@@ -1,0 +1,1 @@
+"""Benchmarks of gitquorum against reference implementations; run with ``python -m bench``."""
