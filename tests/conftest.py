@@ -32,6 +32,8 @@ def testbed() -> Iterator[cluster.Testbed]:
     yield bed
     if not was_up and not os.environ.get("GITQUORUM_KEEP_TESTBED"):
         bed.down(keep_state=False)
+        # `down` promises no stray processes, links or routes: hold it to that.
+        assert bed.leftovers() == [], f"left behind by down: {bed.leftovers()}"
 
 
 def _healthy(bed: cluster.Testbed) -> bool:

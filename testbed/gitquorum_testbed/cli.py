@@ -4,7 +4,7 @@
     gitquorum-testbed env                          shell exports: KUBECONFIG, PATH
     gitquorum-testbed status
     gitquorum-testbed down [--keep-state]
-    gitquorum-testbed node stop|start|partition|heal NAME
+    gitquorum-testbed node stop|start|partition|heal|remove NAME
     gitquorum-testbed node add [NAME]
 
 State lives under ``.testbed/`` (or ``--root`` / ``$GITQUORUM_TESTBED_ROOT``).

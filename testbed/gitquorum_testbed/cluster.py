@@ -149,6 +149,32 @@ class Testbed:
         self._start_agent(node)
         self.wait_node_ready(name, ready=True)
 
+    def node_remove(self, name: str) -> None:
+        """The node leaves for good, as when the autoscaler removes it: agent, disks, Node."""
+        _require_root()
+        node = self.node(name)
+        self.node_stop(name)
+        try:
+            self.core_api().delete_node(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+        shutil.rmtree(self.layout.node_dir(node.name))
+
+    def leftovers(self) -> list[str]:
+        """Anything of a testbed still present on the host: what ``down`` must leave empty."""
+        found = [
+            f"process {n}"
+            for n in processes.names(self.layout.pids)
+            if processes.running(n, pids=self.layout.pids) is not None
+        ]
+        found += [f"link {link}" for link in network.host_veths()]
+        if network.link_exists(settings.BRIDGE_NAME):
+            found.append(f"link {settings.BRIDGE_NAME}")
+        found += [f"route {r}" for r in network.testbed_routes()]
+        found += [f"process {p}" for p in network.sandbox_processes()]
+        return found
+
     def node_partition(self, name: str) -> None:
         _require_root()
         node = self.node(name)

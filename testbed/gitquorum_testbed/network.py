@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from gitquorum_testbed import settings
 
@@ -119,6 +120,35 @@ def set_links(links: Sequence[str], *, up: bool) -> None:
     for link in links:
         with contextlib.suppress(NetworkError):
             ip("link", "set", link, "up" if up else "down")
+
+
+def testbed_routes() -> list[str]:
+    """Routes for the testbed's ranges, in any table."""
+    ranges = (str(settings.POD_RANGE), str(settings.SERVICE_RANGE))
+    return [
+        line.strip()
+        for line in ip("route", "show", "table", "all").splitlines()
+        if any(r in line for r in ranges)
+    ]
+
+
+def sandbox_processes() -> list[str]:
+    """Pod sandboxes still alive (they would hold a namespace with an address of ours)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline[:4] == [b"unshare", b"--net", b"sleep", b"infinity"]:
+            found.append(proc.name)
+    return found
+
+
+def link_exists(link: str) -> bool:
+    return _exists(link)
 
 
 def _exists(link: str) -> bool:

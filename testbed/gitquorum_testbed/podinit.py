@@ -20,6 +20,8 @@ def main(argv: list[str]) -> None:
     spec = json.loads(Path(argv[1]).read_text())
     for mount in spec["mounts"]:
         _bind(mount["source"], mount["target"], read_only=mount["readOnly"])
+    if spec.get("uid"):
+        _expose_interpreter(Path(sys.base_prefix), staging=Path(spec["staging"]))
     if spec.get("readOnlyRoot"):
         _mount("-o", "remount,bind,ro", "/")
     gid = spec.get("gid")
@@ -50,6 +52,23 @@ def _bind(source: str, target: str, *, read_only: bool) -> None:
     _mount("--bind", str(src), str(dst))
     if read_only:
         _mount("-o", "remount,bind,ro", str(dst))
+
+
+def _expose_interpreter(prefix: Path, *, staging: Path) -> None:
+    """Let a non-root container run the project's Python when it lives in a private directory.
+
+    With pyenv under /root (mode 700) a non-root user cannot reach the interpreter. In this
+    container's own mount namespace only, the closed ancestor is covered by a tmpfs that can
+    be traversed and holds nothing but the interpreter's prefix, bind-mounted back in place.
+    """
+    closed = next((a for a in reversed(prefix.parents) if not os.stat(a).st_mode & 0o001), None)
+    if closed is None or closed == Path("/"):
+        return
+    staging.mkdir(parents=True, exist_ok=True)
+    _mount("--bind", str(prefix), str(staging))
+    _mount("-t", "tmpfs", "-o", "mode=0711,size=1m", "tmpfs", str(closed))
+    prefix.mkdir(parents=True, exist_ok=True)
+    _mount("--move", str(staging), str(prefix))
 
 
 def _mount(*args: str) -> None:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 LOOP_SECONDS = 0.3
 BACKOFF_MAX_SECONDS = 10.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STAGING_DIR = Path("/run/gitquorum-testbed/staging")
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -370,6 +371,8 @@ class PodRuntime:
             "gid": gid if gid is not None else uid,
             "groups": groups if uid is not None else None,
             "readOnlyRoot": bool(csc.read_only_root_filesystem),
+            # An empty directory on the host's /run where podinit parks a mount for a moment.
+            "staging": str(STAGING_DIR),
         }
 
     def _env(self, c: Container) -> dict[str, str]:

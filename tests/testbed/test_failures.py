@@ -115,3 +115,19 @@ def test_node_partition_isolates_its_pods_and_heal_restores(
     finally:
         testbed.node_heal(NODE)
     assert reach("after") == "Succeeded"
+
+
+def test_node_add_joins_ready_and_takes_pods_then_remove(testbed: cluster.Testbed, core, namespace):
+    node = testbed.node_add(None)
+    try:
+        assert _ready(core, node.name) == "True"
+        labels = core.read_node(node.name).metadata.labels
+        assert labels["topology.kubernetes.io/zone"] == node.zone
+        body = kube.pod("newcomer", ["true"], node=node.name)
+        assert kube.run_to_completion(core, namespace, body) == "Succeeded"
+    finally:
+        testbed.node_remove(node.name)
+    waiting.until(
+        f"node {node.name} to be gone from the API",
+        lambda: node.name not in {n.metadata.name for n in core.list_node().items},
+    )
