@@ -9,7 +9,7 @@ from tests.integration.helpers import Git, Seeded, Server
 
 pytestmark = pytest.mark.integration
 
-PROTOCOLS = [pytest.param(0, id="v0"), pytest.param(2, id="v2")]
+PROTOCOLS = [pytest.param(0, id="v0"), pytest.param(1, id="v1"), pytest.param(2, id="v2")]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
