@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitquorum_testbed import binaries, cluster
 from kubernetes import client, config
 
+from gitquorum_testbed import binaries, cluster
 from tests import waiting
 
 REPO = Path(__file__).resolve().parents[1]

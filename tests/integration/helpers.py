@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+
 from gitquorum.protocol import pktline
 from gitquorum.server import auth, passwords
 

@@ -4,8 +4,8 @@ import gzip
 import pathlib
 
 import pytest
-from gitquorum.protocol import pktline
 
+from gitquorum.protocol import pktline
 from tests.integration import helpers
 from tests.integration.helpers import Git, Seeded, Server
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from gitquorum_testbed import cluster
 
 pytestmark = pytest.mark.testbed

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from gitquorum_testbed import cluster
 from kubernetes import client
 
+from gitquorum_testbed import cluster
 from tests import waiting
 from tests.testbed import kube
 

@@ -5,6 +5,7 @@ import base64
 import pathlib
 
 import pytest
+
 from gitquorum import errors
 from gitquorum.server import auth, passwords
 

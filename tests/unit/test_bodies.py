@@ -6,6 +6,7 @@ import zlib
 from collections.abc import AsyncIterator
 
 import pytest
+
 from gitquorum import errors
 from gitquorum.server import bodies
 

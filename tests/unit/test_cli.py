@@ -6,6 +6,7 @@ import pathlib
 import sys
 
 import pytest
+
 from gitquorum import cli, errors
 from gitquorum.commands import passwd, serve
 from gitquorum.server import auth, settings

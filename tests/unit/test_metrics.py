@@ -1,6 +1,7 @@
 """The Prometheus text exposition of the server's metrics."""
 
 import pytest
+
 from gitquorum.server import metrics
 
 pytestmark = pytest.mark.unit

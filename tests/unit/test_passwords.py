@@ -1,6 +1,7 @@
 """Hashed tokens: both algorithms, constant-time verification, and bounds on parameters."""
 
 import pytest
+
 from gitquorum import errors
 from gitquorum.server import passwords
 

@@ -1,6 +1,7 @@
 """pkt-line framing: encoding, strict decoding, incremental feeding, and every limit."""
 
 import pytest
+
 from gitquorum import errors
 from gitquorum.protocol import pktline
 

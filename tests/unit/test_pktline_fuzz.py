@@ -4,6 +4,7 @@ import contextlib
 import random
 
 import pytest
+
 from gitquorum import errors
 from gitquorum.protocol import pktline, refupdates, uploadpack
 

@@ -1,6 +1,7 @@
 """Upload-pack request validation, smart-HTTP conventions and server-written reports."""
 
 import pytest
+
 from gitquorum import errors
 from gitquorum.protocol import pktline, refupdates, reporting, smarthttp, uploadpack
 

@@ -1,6 +1,7 @@
 """Parsing the receive-pack command section: what is accepted, and every test_rejects_*."""
 
 import pytest
+
 from gitquorum import errors
 from gitquorum.protocol import pktline, refupdates
 

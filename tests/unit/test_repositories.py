@@ -4,6 +4,7 @@ import os
 import pathlib
 
 import pytest
+
 from gitquorum import errors
 from gitquorum.server import repositories
 
