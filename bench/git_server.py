@@ -35,7 +35,7 @@ MIB = 1024 * 1024
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("git-server")
     group.add_argument(
-        "--rounds", type=int, default=5, help="clones and fetches per server (default: %(default)s)"
+        "--rounds", type=int, default=7, help="clones and fetches per server (default: %(default)s)"
     )
     group.add_argument(
         "--pushes", type=int, default=50, help="small pushes per server (default: %(default)s)"

@@ -69,6 +69,11 @@ class RequestTimeout(RequestError):
 class ProtocolError(GitquorumError):
     """The client sent git protocol data that does not follow the protocol."""
 
+    def __init__(self, message: str, *, sideband: bool = False) -> None:
+        super().__init__(message)
+        self.sideband = sideband
+        """Whether the client asked for side-band, so the answer must travel on band 3."""
+
 
 class Unavailable(GitquorumError):
     """The server cannot take the request now; a retry later may succeed."""

@@ -12,7 +12,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_healthz_and_readyz_answer_ok(server: Server) -> None:
-    assert helpers.http(server, "GET", "/healthz").body == b"ok\n"
+    health = helpers.http(server, "GET", "/healthz")
+    assert health.body == b"ok\n"
+    assert health.headers["server"] == "gitquorum"
     assert helpers.http(server, "GET", "/readyz").status == 200
 
 

@@ -202,3 +202,18 @@ def test_corrupt_gzip_body_is_400(server: Server, repo: Seeded) -> None:
 def test_unknown_content_encoding_is_415(server: Server, repo: Seeded) -> None:
     reply = helpers.upload_pack(server, repo.name, b"0000", headers={"Content-Encoding": "br"})
     assert reply.status == 415
+
+
+def test_git_push_refused_in_python_prints_the_reason(
+    git: Git, server: Server, repo: Seeded, tmp_path: pathlib.Path
+) -> None:
+    # git asks for side-band, so the refusal must come on band 3 for git to print it.
+    before = snapshot(git, repo)
+    long_ref = "refs/heads/" + "x" * 1100
+    result = git.run(
+        "push", server.url(repo.name, helpers.ALICE), f"main:{long_ref}", cwd=repo.work, check=False
+    )
+    assert result.returncode != 0
+    assert "protocol error: ref name longer than 1024 bytes" in result.stderr
+    assert "bad band" not in result.stderr
+    assert snapshot(git, repo) == before

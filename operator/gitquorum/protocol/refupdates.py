@@ -123,6 +123,11 @@ class Parser:
     def done(self) -> bool:
         return self._state is _State.DONE
 
+    @property
+    def sideband(self) -> bool:
+        """Whether the capabilities read so far ask for side-band multiplexing."""
+        return PushCommands(updates=(), capabilities=self._capabilities).sideband
+
     def feed(self, packet: pktline.Packet) -> bool:
         """Takes the next packet; returns True once the section is complete."""
         if self.done:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from aiohttp import web
 
 from gitquorum import errors
-from gitquorum.protocol import pktline, smarthttp
+from gitquorum.protocol import pktline, reporting, smarthttp
 from gitquorum.server import (
     auth,
     bodies,
@@ -48,6 +48,7 @@ NO_CACHE = {
     "Pragma": "no-cache",
 }
 RETRY_AFTER_SECONDS = 5
+SERVER_NAME = "gitquorum"
 
 # Most specific first: the first class an error is an instance of decides.
 _STATUSES: tuple[tuple[type[errors.GitquorumError], int, str], ...] = (
@@ -112,6 +113,7 @@ class Server:
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
+        app.on_response_prepare.append(_server_header)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -316,7 +318,9 @@ class Server:
             exchange.outcome = "protocol_error"
             log.info("repository %s: protocol error: %s", exchange.repository, error)
             content_type = f"application/x-git-{exchange.service}-result"
-            return self._git_error(content_type, f"protocol error: {error}")
+            message = f"protocol error: {error}"
+            body = reporting.fatal(message, sideband_enabled=error.sideband)
+            return web.Response(body=body, headers={"Content-Type": content_type, **NO_CACHE})
         if isinstance(error, errors.RequestError | errors.Unavailable | TimeoutError):
             return _error_response(error, exchange)
         exchange.outcome = "internal_error"
@@ -347,6 +351,11 @@ class Server:
             seconds * 1000,
             request.remote,
         )
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce itself and its version; clients need to know neither.
+    response.headers["Server"] = SERVER_NAME
 
 
 def _exchange(

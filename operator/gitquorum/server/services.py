@@ -87,12 +87,17 @@ async def read_commands(
     """The push's command section, and the rest of the body (the pack) still unread."""
     decoder = pktline.Decoder()
     parser = refupdates.Parser(max_bytes=max_bytes)
-    async for chunk in body:
-        decoder.feed(chunk)
-        while (packet := decoder.next()) is not None:
-            if parser.feed(packet):
-                return parser.result(), bodies.prepend(decoder.rest(), body)
-    raise errors.ProtocolError("push request ends inside its command section")
+    try:
+        async for chunk in body:
+            decoder.feed(chunk)
+            while (packet := decoder.next()) is not None:
+                if parser.feed(packet):
+                    return parser.result(), bodies.prepend(decoder.rest(), body)
+        raise errors.ProtocolError("push request ends inside its command section")
+    except errors.ProtocolError as error:
+        # A client that asked for side-band reads every packet as a band: tell the HTTP
+        # layer, so that the error reaches git as a message and not as "bad band".
+        raise errors.ProtocolError(str(error), sideband=parser.sideband) from error
 
 
 @contextlib.asynccontextmanager
