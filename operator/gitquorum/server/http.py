@@ -139,13 +139,12 @@ class Server:
 
     async def _upload_pack(self, request: web.Request) -> web.StreamResponse:
         service = smarthttp.Service.UPLOAD_PACK
-        exchange = _exchange(request, endpoint="rpc", service=service)
+        _exchange(request, endpoint="rpc", service=service)
         _require_content_type(request, service)
         async with asyncio.timeout(self.limits.request_timeout):
             client = await self._client(request, service)
             repository = await self._repository(request, service)
             body = await bodies.read_all(self._body(request, self.limits.max_negotiation_bytes))
-            exchange.bytes_in = len(body)
             output = self.services.upload_pack(repository, client, body)
             return await self._stream(request, output, service.result_type)
 
