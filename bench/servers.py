@@ -40,7 +40,7 @@ def gitquorum(root: pathlib.Path, work: pathlib.Path, env: dict[str, str]) -> It
     """``gitquorum serve`` with an auth file (default hash cost) and anonymous read."""
     auth_file = work / "users"
     secret = passwords.hash_token(USER[1].encode())
-    auth_file.write_text(auth.render(USER[0], secret, auth.Permission.WRITE) + "\n")
+    auth_file.write_text(auth.render(USER[0], secret, permission=auth.Permission.WRITE) + "\n")
     log = work / "gitquorum.log"
     command = [
         sys.executable,

@@ -36,10 +36,14 @@ def write_auth_file(path: pathlib.Path) -> pathlib.Path:
     lines = [
         "# test users",
         auth.render(
-            ALICE[0], passwords.hash_token(ALICE[1].encode(), cost=TEST_COST), auth.Permission.WRITE
+            ALICE[0],
+            passwords.hash_token(ALICE[1].encode(), cost=TEST_COST),
+            permission=auth.Permission.WRITE,
         ),
         auth.render(
-            BOB[0], passwords.hash_token(BOB[1].encode(), cost=TEST_COST), auth.Permission.READ
+            BOB[0],
+            passwords.hash_token(BOB[1].encode(), cost=TEST_COST),
+            permission=auth.Permission.READ,
         ),
     ]
     path.write_text("\n".join(lines) + "\n")

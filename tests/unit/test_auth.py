@@ -23,7 +23,9 @@ class Clock:
 
 
 def line(name: str, token: str, permission: auth.Permission = auth.Permission.WRITE) -> str:
-    return auth.render(name, passwords.hash_token(token.encode(), cost=CHEAP), permission)
+    return auth.render(
+        name, passwords.hash_token(token.encode(), cost=CHEAP), permission=permission
+    )
 
 
 def authenticator(path: pathlib.Path, clock: Clock) -> auth.Authenticator:
@@ -67,9 +69,9 @@ def test_rejects_duplicate_user() -> None:
 
 def test_replace_keeps_comments_and_other_users() -> None:
     text = f"# header\n{line('alice', 'a')}\n{line('bob', 'b')}\n"
-    replaced = auth.replace(text, "alice", "alice:NEW")
+    replaced = auth.replace(text, "alice", line="alice:NEW")
     assert replaced.splitlines() == ["# header", text.splitlines()[2], "alice:NEW"]
-    assert "alice" not in auth.replace(text, "alice", None)
+    assert "alice" not in auth.replace(text, "alice", line=None)
 
 
 def test_parse_basic_credentials() -> None:

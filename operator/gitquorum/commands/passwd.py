@@ -52,14 +52,15 @@ def run(args: argparse.Namespace) -> int:
     if args.delete:
         if name not in auth.parse(text):
             raise errors.ConfigError(f"no user {name} in {path}")
-        _write(path, auth.replace(text, name, None))
+        _write(path, auth.replace(text, name, line=None))
         print(f"user {name} removed from {path}", file=sys.stderr)
         return 0
     token = secrets.token_urlsafe(GENERATED_TOKEN_BYTES) if args.generate else _token_from_stdin()
     permission = auth.Permission.READ if args.read_only else auth.Permission.WRITE
     secret = passwords.hash_token(token.encode(), algorithm=args.algorithm)
     existed = name in auth.parse(text)
-    _write(path, auth.replace(text, name, auth.render(name, secret, permission)))
+    line = auth.render(name, secret, permission=permission)
+    _write(path, auth.replace(text, name, line=line))
     if args.generate:
         print(token)
     verb = "replaced in" if existed else "added to"

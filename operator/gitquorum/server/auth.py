@@ -81,7 +81,7 @@ def parse(text: str) -> dict[str, User]:
     return users
 
 
-def render(name: str, secret: str, permission: Permission) -> str:
+def render(name: str, secret: str, *, permission: Permission = Permission.WRITE) -> str:
     """The auth file line for one user."""
     check_name(name)
     if permission is Permission.WRITE:
@@ -89,7 +89,7 @@ def render(name: str, secret: str, permission: Permission) -> str:
     return f"{name}:{secret}:{permission.value}"
 
 
-def replace(text: str, name: str, line: str | None) -> str:
+def replace(text: str, name: str, *, line: str | None) -> str:
     """The file's text with the user's line replaced, appended, or (line None) removed."""
     kept = [
         existing

@@ -134,8 +134,8 @@ class Server:
         async with asyncio.timeout(self.limits.request_timeout):
             client = await self._client(request, service)
             repository = await self._repository(request, service)
-            output = self.services.advertise(repository, service, client)
-            return await self._stream(request, output, service.advertisement_type)
+            output = self.services.advertise(repository, service=service, client=client)
+            return await self._stream(request, output, content_type=service.advertisement_type)
 
     async def _upload_pack(self, request: web.Request) -> web.StreamResponse:
         service = smarthttp.Service.UPLOAD_PACK
@@ -145,8 +145,8 @@ class Server:
             client = await self._client(request, service)
             repository = await self._repository(request, service)
             body = await bodies.read_all(self._body(request, self.limits.max_negotiation_bytes))
-            output = self.services.upload_pack(repository, client, body)
-            return await self._stream(request, output, service.result_type)
+            output = self.services.upload_pack(repository, client=client, body=body)
+            return await self._stream(request, output, content_type=service.result_type)
 
     async def _receive_pack(self, request: web.Request) -> web.StreamResponse:
         service = smarthttp.Service.RECEIVE_PACK
@@ -157,9 +157,12 @@ class Server:
             repository = await self._repository(request, service)
             body = self._body(request, self.limits.max_push_bytes)
             output = self.services.receive_pack(
-                repository, client, body, max_command_bytes=self.limits.max_command_bytes
+                repository,
+                client=client,
+                body=body,
+                max_command_bytes=self.limits.max_command_bytes,
             )
-            return await self._stream(request, output, service.result_type)
+            return await self._stream(request, output, content_type=service.result_type)
 
     async def _client(self, request: web.Request, service: smarthttp.Service) -> clients.Client:
         needed = (
@@ -206,7 +209,7 @@ class Server:
         return _counted(decoded, request[EXCHANGE])
 
     async def _stream(
-        self, request: web.Request, output: writepath.Output, content_type: str
+        self, request: web.Request, output: writepath.Output, *, content_type: str
     ) -> web.StreamResponse:
         """Streams git's output; see the module docstring for how failures are answered."""
         exchange = request[EXCHANGE]
@@ -222,9 +225,9 @@ class Server:
             await response.prepare(request)
             exchange.response = response
             try:
-                await _write(response, exchange, first)
+                await _write(response, first, exchange=exchange)
                 async for chunk in iterator:
-                    await _write(response, exchange, chunk)
+                    await _write(response, chunk, exchange=exchange)
                 await response.write_eof()
             except ConnectionError:
                 exchange.outcome = "client_gone"
@@ -275,7 +278,7 @@ class Server:
             status = response.status if response is not None else 500
             if isinstance(response, web.Response) and isinstance(response.body, bytes):
                 exchange.bytes_out += len(response.body)
-            self._log(request, exchange, status, seconds)
+            self._log(request, status=status, seconds=seconds)
             self.metrics.record(
                 endpoint=exchange.endpoint,
                 service=exchange.service,
@@ -292,7 +295,7 @@ class Server:
             return await handler(request)
         except Exception as error:
             if exchange.response is None:
-                return self._error_answer(request, exchange, error)
+                return self._error_answer(request, error)
             # The status line is out: all that is left is to cut the connection, which the
             # client sees as a failed transfer, and note why.
             exchange.outcome = _outcome(error)
@@ -307,9 +310,8 @@ class Server:
                 request.transport.close()
             return exchange.response
 
-    def _error_answer(
-        self, request: web.Request, exchange: Exchange, error: Exception
-    ) -> web.StreamResponse:
+    def _error_answer(self, request: web.Request, error: Exception) -> web.StreamResponse:
+        exchange = request[EXCHANGE]
         if isinstance(error, web.HTTPException):
             exchange.outcome = "not_found" if error.status == 404 else "bad_request"
             return _text(error.status, error.reason)
@@ -332,7 +334,8 @@ class Server:
         )
         return _text(500, "internal server error")
 
-    def _log(self, request: web.Request, exchange: Exchange, status: int, seconds: float) -> None:
+    def _log(self, request: web.Request, *, status: int, seconds: float) -> None:
+        exchange = request[EXCHANGE]
         if exchange.endpoint in ("probe", "metrics") and status < 400:
             return  # probes come every few seconds; their successes are noise
         access_log.info(
@@ -378,7 +381,7 @@ async def _counted(chunks: AsyncIterator[bytes], exchange: Exchange) -> AsyncIte
         yield chunk
 
 
-async def _write(response: web.StreamResponse, exchange: Exchange, chunk: bytes) -> None:
+async def _write(response: web.StreamResponse, chunk: bytes, *, exchange: Exchange) -> None:
     if chunk:
         await response.write(chunk)
         exchange.bytes_out += len(chunk)

@@ -40,7 +40,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _series(name: str, names: Sequence[str], values: Labels, extra: str = "") -> str:
+def _series(name: str, *, names: Sequence[str], values: Labels, extra: str = "") -> str:
     pairs = [f'{key}="{_escape(value)}"' for key, value in zip(names, values, strict=True)]
     if extra:
         pairs.append(extra)
@@ -63,7 +63,7 @@ class Counter:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} counter"
         for labels, value in sorted(self.values.items()):
-            yield f"{_series(self.name, self.labels, labels)} {value:g}"
+            yield f"{_series(self.name, names=self.labels, values=labels)} {value:g}"
 
 
 @dataclasses.dataclass
@@ -91,10 +91,14 @@ class Histogram:
         for labels, counts in sorted(self.counts.items()):
             bounds = [f"{bound:g}" for bound in self.buckets] + ["+Inf"]
             for bound, count in zip(bounds, counts, strict=True):
-                series = _series(f"{self.name}_bucket", self.labels, labels, f'le="{bound}"')
+                series = _series(
+                    f"{self.name}_bucket", names=self.labels, values=labels, extra=f'le="{bound}"'
+                )
                 yield f"{series} {count}"
-            yield f"{_series(self.name + '_sum', self.labels, labels)} {self.sums[labels]:g}"
-            yield f"{_series(self.name + '_count', self.labels, labels)} {counts[-1]}"
+            total = _series(f"{self.name}_sum", names=self.labels, values=labels)
+            number = _series(f"{self.name}_count", names=self.labels, values=labels)
+            yield f"{total} {self.sums[labels]:g}"
+            yield f"{number} {counts[-1]}"
 
 
 @dataclasses.dataclass

@@ -68,7 +68,12 @@ class StoredSecret:
         algorithm, raw_params, raw_salt, raw_digest = fields
         if algorithm not in ALGORITHMS:
             raise errors.AuthFileError(f"unknown algorithm {algorithm[:20]!r}")
-        secret = cls(algorithm, _params(raw_params), _base64(raw_salt), _base64(raw_digest))
+        secret = cls(
+            algorithm=algorithm,
+            params=_params(raw_params),
+            salt=_base64(raw_salt),
+            digest=_base64(raw_digest),
+        )
         secret.check()
         return secret
 
@@ -122,7 +127,12 @@ def hash_token(token: bytes, *, algorithm: str = SCRYPT, cost: Cost | None = Non
         params = {"i": cost.pbkdf2_iterations}
     else:
         raise errors.ConfigError(f"unknown algorithm {algorithm!r}; use one of {ALGORITHMS}")
-    empty = StoredSecret(algorithm, params, secrets.token_bytes(SALT_BYTES), bytes(HASH_BYTES))
+    empty = StoredSecret(
+        algorithm=algorithm,
+        params=params,
+        salt=secrets.token_bytes(SALT_BYTES),
+        digest=bytes(HASH_BYTES),
+    )
     empty.check()
     return dataclasses.replace(empty, digest=empty.derive(token)).encode()
 

@@ -26,6 +26,7 @@ class Services:
     def advertise(
         self,
         repository: repositories.Repository,
+        *,
         service: smarthttp.Service,
         client: clients.Client,
     ) -> writepath.Output:
@@ -40,25 +41,26 @@ class Services:
             "--advertise-refs",
             str(repository.path),
         ]
-        return _prefixed(preamble, self._git(args, client, service))
+        return _prefixed(preamble, self._git(args, client=client, service=service))
 
     @contextlib.asynccontextmanager
     async def upload_pack(
-        self, repository: repositories.Repository, client: clients.Client, body: bytes
+        self, repository: repositories.Repository, *, client: clients.Client, body: bytes
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """The answer to one round of fetch negotiation, validated before git sees it."""
         uploadpack.validate(body, protocol_v2=client.protocol.version >= 2)
         args = [UPLOAD_PACK.command, "--strict", "--stateless-rpc", str(repository.path)]
-        async with self._git(args, client, UPLOAD_PACK, stdin=bodies.once(body)) as output:
+        git = self._git(args, client=client, service=UPLOAD_PACK, stdin=bodies.once(body))
+        async with git as output:
             yield output
 
     @contextlib.asynccontextmanager
     async def receive_pack(
         self,
         repository: repositories.Repository,
+        *,
         client: clients.Client,
         body: AsyncIterator[bytes],
-        *,
         max_command_bytes: int,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """The answer to a push: its commands are parsed here, the rest is the write path's."""
@@ -71,9 +73,9 @@ class Services:
     async def _git(
         self,
         args: list[str],
+        *,
         client: clients.Client,
         service: smarthttp.Service,
-        *,
         stdin: AsyncIterator[bytes] | None = None,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         env = client.environment(service)

@@ -127,7 +127,7 @@ class GitRunner:
                 # (index-pack, unpack-objects, pack-objects), which share its pipes.
                 process_group=0,
             )
-            git = GitProcess(args[0], process, stdin)
+            git = GitProcess(args[0], process=process, stdin=stdin)
             try:
                 yield git
             finally:
@@ -145,6 +145,7 @@ class GitProcess:
     def __init__(
         self,
         command: str,
+        *,
         process: asyncio.subprocess.Process,
         stdin: AsyncIterator[bytes] | None,
     ) -> None:
