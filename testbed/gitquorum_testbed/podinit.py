@@ -21,7 +21,7 @@ def main(argv: list[str]) -> None:
     for mount in spec["mounts"]:
         _bind(mount["source"], mount["target"], read_only=mount["readOnly"])
     if spec.get("uid"):
-        _expose_interpreter(Path(sys.base_prefix), staging=Path(spec["staging"]))
+        _expose([Path(p) for p in spec["expose"]], staging=Path(spec["staging"]))
     if spec.get("readOnlyRoot"):
         _mount("-o", "remount,bind,ro", "/")
     gid = spec.get("gid")
@@ -54,21 +54,31 @@ def _bind(source: str, target: str, *, read_only: bool) -> None:
         _mount("-o", "remount,bind,ro", str(dst))
 
 
-def _expose_interpreter(prefix: Path, *, staging: Path) -> None:
-    """Let a non-root container run the project's Python when it lives in a private directory.
+def _expose(paths: list[Path], *, staging: Path) -> None:
+    """Let a non-root container reach the project's Python and source in private directories.
 
-    With pyenv under /root (mode 700) a non-root user cannot reach the interpreter. In this
-    container's own mount namespace only, the closed ancestor is covered by a tmpfs that can
-    be traversed and holds nothing but the interpreter's prefix, bind-mounted back in place.
+    The interpreter may live under /root (pyenv, mode 700) and a checkout under a private
+    temporary directory; a non-root user can traverse neither. In this container's own mount
+    namespace only, each closed ancestor is covered by a traversable tmpfs that holds nothing
+    but the needed paths, bind-mounted back in place.
     """
-    closed = next((a for a in reversed(prefix.parents) if not os.stat(a).st_mode & 0o001), None)
-    if closed is None or closed == Path("/"):
-        return
-    staging.mkdir(parents=True, exist_ok=True)
-    _mount("--bind", str(prefix), str(staging))
-    _mount("-t", "tmpfs", "-o", "mode=0711,size=1m", "tmpfs", str(closed))
-    prefix.mkdir(parents=True, exist_ok=True)
-    _mount("--move", str(staging), str(prefix))
+    by_ancestor: dict[Path, list[Path]] = {}
+    for path in paths:
+        closed = next((a for a in reversed(path.parents) if not os.stat(a).st_mode & 0o001), None)
+        if closed is not None and closed != Path("/"):
+            by_ancestor.setdefault(closed, []).append(path)
+    for n, (closed, inside) in enumerate(sorted(by_ancestor.items())):
+        parked = []
+        for i, path in enumerate(inside):
+            spot = staging / f"{os.getpid()}-{n}-{i}"
+            spot.mkdir(parents=True, exist_ok=True)
+            _mount("--bind", str(path), str(spot))
+            parked.append((spot, path))
+        _mount("-t", "tmpfs", "-o", "mode=0711,size=1m", "tmpfs", str(closed))
+        for spot, path in parked:
+            path.mkdir(parents=True, exist_ok=True)
+            _mount("--move", str(spot), str(path))
+            spot.rmdir()
 
 
 def _mount(*args: str) -> None:

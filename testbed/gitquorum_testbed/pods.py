@@ -26,7 +26,7 @@ from typing import Any
 
 from kubernetes import client
 
-from gitquorum_testbed import network, probes, settings, volumes
+from gitquorum_testbed import binaries, network, probes, settings, volumes
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,14 @@ LOOP_SECONDS = 0.3
 BACKOFF_MAX_SECONDS = 10.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STAGING_DIR = Path("/run/gitquorum-testbed/staging")
+# What every container needs to reach whatever user it runs as: the interpreter, the
+# virtualenv, and the checkout the package is installed from in editable mode.
+RUNTIME_PATHS = sorted(
+    {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), binaries.repo_root()}
+)
+RUNTIME_PATHS = [
+    p for p in RUNTIME_PATHS if not any(o != p and p.is_relative_to(o) for o in RUNTIME_PATHS)
+]
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -373,6 +381,7 @@ class PodRuntime:
             "readOnlyRoot": bool(csc.read_only_root_filesystem),
             # An empty directory on the host's /run where podinit parks a mount for a moment.
             "staging": str(STAGING_DIR),
+            "expose": [str(p) for p in RUNTIME_PATHS],
         }
 
     def _env(self, c: Container) -> dict[str, str]:

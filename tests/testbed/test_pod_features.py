@@ -83,7 +83,9 @@ def test_env_sources_and_volumes_resolve(core, namespace):
 def test_security_context_runs_non_root_on_read_only_root(core, namespace):
     script = (
         'test "$(id -u)" = 65532 && test "$(id -g)" = 65532 && '
-        "! touch /should-not-exist 2>/dev/null && touch /scratch/ok"
+        "! touch /should-not-exist 2>/dev/null && touch /scratch/ok && "
+        # The project's interpreter and package must be reachable as a non-root user.
+        "python -c 'import gitquorum, gitquorum_testbed'"
     )
     body = kube.pod(
         "secure",
