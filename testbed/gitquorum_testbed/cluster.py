@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from gitquorum_testbed import agent, binaries, controlplane, network, processes, settings
+from gitquorum_testbed import agent, binaries, controlplane, network, pods, processes, settings
 
 PROXY = "proxy"
 NODE_READY_TIMEOUT = 60.0
@@ -72,6 +72,7 @@ class Testbed:
         processes.stop(PROXY, pids=self.layout.pids, grace=5)
         controlplane.stop(layout=self.layout)
         network.teardown_host()
+        shutil.rmtree(pods.STAGING_DIR.parent, ignore_errors=True)
         if not keep_state and self.layout.root.exists():
             shutil.rmtree(self.layout.root)
         _say("testbed down" + (" (state kept)" if keep_state else ""))

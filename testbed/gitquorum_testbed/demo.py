@@ -84,6 +84,18 @@ class Kubectl:
             print(result.stdout, end="")
         return result.stdout
 
+    def apply_generated(self, *create: str) -> None:
+        """Apply what ``kubectl create ... --dry-run`` generates: create or update, idempotent."""
+        manifest = self(*create, "--dry-run=client", "-o", "yaml")
+        subprocess.run(
+            [self.binary, "apply", "-f", "-"],
+            input=manifest,
+            text=True,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
 
 def _credentials(kubectl: Kubectl, root: Path) -> str:
     """Reuse the demo token across runs; the auth file holds only its hash."""
@@ -100,34 +112,9 @@ def _credentials(kubectl: Kubectl, root: Path) -> str:
         check=True,
         capture_output=True,
     )
-    manifest = kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml")
-    subprocess.run(
-        [kubectl.binary, "apply", "-f", "-"],
-        input=manifest,
-        text=True,
-        env=kubectl.env,
-        check=True,
-        capture_output=True,
-    )
-    secret = kubectl(
-        "create",
-        "secret",
-        "generic",
-        "git-users",
-        "-n",
-        NAMESPACE,
-        f"--from-file=users={users}",
-        "--dry-run=client",
-        "-o",
-        "yaml",
-    )
-    subprocess.run(
-        [kubectl.binary, "apply", "-f", "-"],
-        input=secret,
-        text=True,
-        env=kubectl.env,
-        check=True,
-        capture_output=True,
+    kubectl.apply_generated("create", "namespace", NAMESPACE)
+    kubectl.apply_generated(
+        "create", "secret", "generic", "git-users", "-n", NAMESPACE, f"--from-file=users={users}"
     )
     return token
 

@@ -5,6 +5,10 @@ context (read-only root, user and groups), then execs the container's command.
 Invoked by the node agent as
 ``nsenter --net=... unshare --mount --propagation private python -m gitquorum_testbed.podinit SPEC``
 where SPEC is a JSON file written by the agent. Kept free of third-party imports so it starts fast.
+
+Every source is bind-mounted to a parking spot before anything is mounted in place, because a
+volume mounted at, say, ``/tmp`` would otherwise hide the sources (and the project's own
+interpreter and checkout) that live below it.
 """
 
 from __future__ import annotations
@@ -18,20 +22,27 @@ from pathlib import Path
 
 def main(argv: list[str]) -> None:
     spec = json.loads(Path(argv[1]).read_text())
-    for mount in spec["mounts"]:
-        _bind(mount["source"], mount["target"], read_only=mount["readOnly"])
-    if spec.get("uid"):
-        _expose([Path(p) for p in spec["expose"]], staging=Path(spec["staging"]))
+    staging = Path(spec["staging"]) / str(os.getpid())
+    volumes = [
+        (_park(Path(m["source"]), staging / f"volume-{i}"), m) for i, m in enumerate(spec["mounts"])
+    ]
+    runtime = [
+        (_park(Path(p), staging / f"runtime-{i}"), Path(p)) for i, p in enumerate(spec["expose"])
+    ]
+    for spot, mount in volumes:
+        _place(spot, Path(mount["target"]))
+        if mount["readOnly"]:
+            _mount("-o", "remount,bind,ro", mount["target"])
+    for spot, path in runtime:
+        if spec.get("uid"):
+            _open_closed_ancestor(path)
+        _place(spot, path)
+    for spot in staging.iterdir():
+        spot.rmdir() if spot.is_dir() else spot.unlink()
+    staging.rmdir()
     if spec.get("readOnlyRoot"):
         _mount("-o", "remount,bind,ro", "/")
-    gid = spec.get("gid")
-    uid = spec.get("uid")
-    if spec.get("groups") is not None:
-        os.setgroups(spec["groups"])
-    if gid is not None:
-        os.setgid(gid)
-    if uid is not None:
-        os.setuid(uid)
+    _drop_privileges(spec)
     os.chdir(spec.get("workingDir") or "/")
     command = spec["argv"]
     try:
@@ -41,44 +52,48 @@ def main(argv: list[str]) -> None:
         sys.exit(127)
 
 
-def _bind(source: str, target: str, *, read_only: bool) -> None:
-    src = Path(source)
-    dst = Path(target)
-    if src.is_dir():
-        dst.mkdir(parents=True, exist_ok=True)
+def _park(source: Path, spot: Path) -> Path:
+    if source.is_dir():
+        spot.mkdir(parents=True, exist_ok=True)
     else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.touch(exist_ok=True)
-    _mount("--bind", str(src), str(dst))
-    if read_only:
-        _mount("-o", "remount,bind,ro", str(dst))
+        spot.parent.mkdir(parents=True, exist_ok=True)
+        spot.touch(exist_ok=True)
+    _mount("--bind", str(source), str(spot))
+    return spot
 
 
-def _expose(paths: list[Path], *, staging: Path) -> None:
-    """Let a non-root container reach the project's Python and source in private directories.
+def _place(spot: Path, target: Path) -> None:
+    if spot.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch(exist_ok=True)
+    _mount("--move", str(spot), str(target))
+
+
+def _open_closed_ancestor(path: Path) -> None:
+    """Let a non-root user reach ``path`` through a directory it may not traverse.
 
     The interpreter may live under /root (pyenv, mode 700) and a checkout under a private
-    temporary directory; a non-root user can traverse neither. In this container's own mount
-    namespace only, each closed ancestor is covered by a traversable tmpfs that holds nothing
-    but the needed paths, bind-mounted back in place.
+    temporary directory. The closed ancestor is covered by a traversable tmpfs, in this
+    container's mount namespace only; the needed paths are then mounted back inside it.
     """
-    by_ancestor: dict[Path, list[Path]] = {}
-    for path in paths:
-        closed = next((a for a in reversed(path.parents) if not os.stat(a).st_mode & 0o001), None)
-        if closed is not None and closed != Path("/"):
-            by_ancestor.setdefault(closed, []).append(path)
-    for n, (closed, inside) in enumerate(sorted(by_ancestor.items())):
-        parked = []
-        for i, path in enumerate(inside):
-            spot = staging / f"{os.getpid()}-{n}-{i}"
-            spot.mkdir(parents=True, exist_ok=True)
-            _mount("--bind", str(path), str(spot))
-            parked.append((spot, path))
-        _mount("-t", "tmpfs", "-o", "mode=0711,size=1m", "tmpfs", str(closed))
-        for spot, path in parked:
-            path.mkdir(parents=True, exist_ok=True)
-            _mount("--move", str(spot), str(path))
-            spot.rmdir()
+    for ancestor in reversed(path.parents):
+        if ancestor == Path("/") or not ancestor.exists():
+            continue
+        if not os.stat(ancestor).st_mode & 0o001:
+            _mount("-t", "tmpfs", "-o", "mode=0711,size=1m", "tmpfs", str(ancestor))
+            return
+
+
+def _drop_privileges(spec: dict[str, object]) -> None:
+    groups, gid, uid = spec.get("groups"), spec.get("gid"), spec.get("uid")
+    if isinstance(groups, list):
+        os.setgroups(groups)
+    if isinstance(gid, int):
+        os.setgid(gid)
+    if isinstance(uid, int):
+        os.setuid(uid)
 
 
 def _mount(*args: str) -> None:

@@ -103,14 +103,10 @@ def _secret_files(
     *,
     optional: bool,
 ) -> dict[str, bytes]:
-    try:
-        secret = api.read_namespaced_secret(name, pod.metadata.namespace)
-    except client.ApiException as exc:
-        if exc.status == 404 and optional:
-            return {}
-        raise VolumeError(f"secret {name}: {exc.reason}") from exc
-    data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-    return _select(data, items)
+    secret = _read("secret", name, api.read_namespaced_secret, pod, optional=optional)
+    if secret is None:
+        return {}
+    return _select({k: base64.b64decode(v) for k, v in (secret.data or {}).items()}, items)
 
 
 def _config_map_files(
@@ -121,15 +117,22 @@ def _config_map_files(
     *,
     optional: bool,
 ) -> dict[str, bytes]:
-    try:
-        cm = api.read_namespaced_config_map(name, pod.metadata.namespace)
-    except client.ApiException as exc:
-        if exc.status == 404 and optional:
-            return {}
-        raise VolumeError(f"configmap {name}: {exc.reason}") from exc
+    cm = _read("configmap", name, api.read_namespaced_config_map, pod, optional=optional)
+    if cm is None:
+        return {}
     data = {k: v.encode() for k, v in (cm.data or {}).items()}
     data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
     return _select(data, items)
+
+
+def _read(kind: str, name: str, reader: Any, pod: client.V1Pod, *, optional: bool) -> Any:
+    """Read a Secret or ConfigMap of the pod's namespace; None when optional and missing."""
+    try:
+        return reader(name, pod.metadata.namespace)
+    except client.ApiException as exc:
+        if exc.status == 404 and optional:
+            return None
+        raise VolumeError(f"{kind} {name}: {exc.reason}") from exc
 
 
 def _projected_files(
