@@ -137,3 +137,45 @@ def test_pod_without_permission_gets_403_and_with_role_succeeds(api_client, core
     )
     allowed = kube.pod("allowed", [kube.PYTHON, "-c", script], service_account="bare")
     assert kube.run_to_completion(core, namespace, allowed) == "Succeeded"
+
+
+def test_service_endpoints_follow_readiness(core, namespace, tmp_path):
+    # The readiness probe asks for /ready, a file the test creates and deletes on a hostPath.
+    body = kube.http_server("flip")
+    body["spec"]["volumes"] = [{"name": "srv", "hostPath": {"path": str(tmp_path)}}]
+    body["spec"]["containers"][0]["readinessProbe"] = {
+        "httpGet": {"path": "/ready", "port": "http"},
+        "periodSeconds": 1,
+        "failureThreshold": 1,
+    }
+    core.create_namespaced_pod(namespace, body)
+    service = core.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "flip"},
+            "spec": {
+                "selector": {"app": "flip"},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            },
+        },
+    )
+    # "/" always answers 200 when routed, so a failure means the Service had no endpoint.
+    url = f"http://{service.spec.cluster_ip}/"
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    (tmp_path / "ready").write_text("yes")
+    waiting.until("the Service to answer once the pod is ready", answers, timeout=30)
+    (tmp_path / "ready").unlink()
+    waiting.until(
+        "the Service to stop routing to the unready pod", lambda: not answers(), timeout=30
+    )
+    (tmp_path / "ready").write_text("yes")
+    waiting.until("the Service to answer again", answers, timeout=30)
