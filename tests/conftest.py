@@ -1,8 +1,8 @@
 """Fixtures shared by every tier: the testbed cluster and clients for it.
 
-The cluster is started once per session and only when a test asks for it. With
-``GITQUORUM_KUBECONFIG`` set, end-to-end tests use that cluster instead (a kind cluster, say)
-(a later issue adds those tests).
+The cluster is started once per session and only when a test asks for it; a testbed that
+was already up (``make demo``) is reused and left running. ``GITQUORUM_KEEP_TESTBED=1`` keeps
+the one the session started, for looking around after a failure.
 """
 
 from __future__ import annotations
