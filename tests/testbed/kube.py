@@ -61,6 +61,12 @@ def http_server(name: str, *, node: str | None = None, port: int = 8080) -> dict
     container = body["spec"]["containers"][0]
     container["ports"] = [{"name": "http", "containerPort": port}]
     container["readinessProbe"] = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
+    # Ready only after the startup probe (a TCP connect) has passed.
+    container["startupProbe"] = {
+        "tcpSocket": {"port": port},
+        "periodSeconds": 1,
+        "failureThreshold": 30,
+    }
     return body
 
 
