@@ -31,6 +31,10 @@ from gitquorum_testbed import binaries, network, probes, settings, volumes
 log = logging.getLogger(__name__)
 
 LOOP_SECONDS = 0.3
+# How often Secret, ConfigMap and token volumes are re-read (a kubelet that watches Secrets
+# propagates changes within seconds to a minute). Unchanged content is not rewritten, and a
+# token is renewed only after half its lifetime.
+REFRESH_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 10.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STAGING_DIR = Path("/run/gitquorum-testbed/staging")
@@ -149,9 +153,13 @@ class PodRuntime:
     def _run(self) -> None:
         try:
             self._prepare()
+            refreshed = time.monotonic()
             while self.terminate_grace is None:
                 self._step()
                 self._report()
+                if time.monotonic() - refreshed > REFRESH_SECONDS and not self.paused.is_set():
+                    volumes.refresh(self.pod, pod_dir=self.dir, api=self.api, ca_cert=self.ca_cert)
+                    refreshed = time.monotonic()
                 time.sleep(LOOP_SECONDS)
             self._shutdown(self.terminate_grace)
         except Exception:

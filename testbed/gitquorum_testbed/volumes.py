@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ def materialise(
 ) -> dict[str, Path]:
     """Return a host directory for every volume of ``pod``."""
     paths: dict[str, Path] = {}
-    fs_group = pod.spec.security_context.fs_group if pod.spec.security_context else None
     for volume in pod.spec.volumes or []:
         target = pod_dir / "volumes" / volume.name
         if volume.persistent_volume_claim:
@@ -41,39 +41,73 @@ def materialise(
             paths[volume.name] = target
         elif volume.host_path:
             paths[volume.name] = Path(volume.host_path.path)
-        elif volume.secret:
-            files = _secret_files(
-                pod,
-                volume.secret.secret_name,
-                volume.secret.items,
-                api,
-                optional=bool(volume.secret.optional),
-            )
-            paths[volume.name] = _write(target, files, mode=volume.secret.default_mode)
-        elif volume.config_map:
-            files = _config_map_files(
-                pod,
-                volume.config_map.name,
-                volume.config_map.items,
-                api,
-                optional=bool(volume.config_map.optional),
-            )
-            paths[volume.name] = _write(target, files, mode=volume.config_map.default_mode)
-        elif volume.projected:
-            files = _projected_files(pod, volume.projected, api, ca_cert)
-            paths[volume.name] = _write(target, files, mode=volume.projected.default_mode)
-        elif volume.downward_api:
-            files = {
-                i.path: _field(pod, i.field_ref.field_path).encode()
-                for i in volume.downward_api.items or []
-                if i.field_ref
-            }
-            paths[volume.name] = _write(target, files, mode=volume.downward_api.default_mode)
+            continue
+        elif _is_projected(volume):
+            paths[volume.name] = _write_projected(pod, volume, target, api, ca_cert)
         else:
             raise VolumeError(f"volume {volume.name}: this testbed does not support its type")
-        if fs_group is not None and not volume.host_path:
-            _chown_tree(paths[volume.name], gid=fs_group)
+        _apply_fs_group(pod, paths[volume.name])
     return paths
+
+
+def refresh(pod: client.V1Pod, *, pod_dir: Path, api: client.CoreV1Api, ca_cert: Path) -> None:
+    """Rewrite Secret, ConfigMap, downward-API and token volumes, as the kubelet's periodic
+    sync does: updated Secrets reach running pods, and tokens are renewed before they expire.
+    A volume that cannot be read now keeps its previous content."""
+    for volume in pod.spec.volumes or []:
+        if not _is_projected(volume):
+            continue
+        target = pod_dir / "volumes" / volume.name
+        try:
+            _apply_fs_group(pod, _write_projected(pod, volume, target, api, ca_cert))
+        except (VolumeError, client.ApiException):
+            continue
+
+
+def _is_projected(volume: client.V1Volume) -> bool:
+    return bool(volume.secret or volume.config_map or volume.projected or volume.downward_api)
+
+
+def _write_projected(
+    pod: client.V1Pod,
+    volume: client.V1Volume,
+    target: Path,
+    api: client.CoreV1Api,
+    ca_cert: Path,
+) -> Path:
+    files: dict[str, bytes]
+    if volume.secret:
+        secret = volume.secret
+        files = _secret_files(
+            pod, secret.secret_name, secret.items, api, optional=bool(secret.optional)
+        )
+        return _write(target, files, mode=secret.default_mode)
+    if volume.config_map:
+        cm = volume.config_map
+        files = _config_map_files(pod, cm.name, cm.items, api, optional=bool(cm.optional))
+        return _write(target, files, mode=cm.default_mode)
+    if volume.projected:
+        files = _projected_files(pod, volume.projected, api, ca_cert, previous=target / "..data")
+        return _write(target, files, mode=volume.projected.default_mode)
+    downward = volume.downward_api
+    files = {
+        i.path: _field(pod, i.field_ref.field_path).encode()
+        for i in downward.items or []
+        if i.field_ref
+    }
+    return _write(target, files, mode=downward.default_mode)
+
+
+def _apply_fs_group(pod: client.V1Pod, path: Path) -> None:
+    context = pod.spec.security_context
+    if context is None or context.fs_group is None:
+        return
+    if context.fs_group_change_policy == "OnRootMismatch":
+        # Walking a large volume on every start is what this policy exists to avoid.
+        info = path.stat()
+        if info.st_gid == context.fs_group and info.st_mode & 0o2070 == 0o2070:
+            return
+    _chown_tree(path, gid=context.fs_group)
 
 
 def field(pod: client.V1Pod, path: str) -> str:
@@ -140,12 +174,14 @@ def _projected_files(
     projected: client.V1ProjectedVolumeSource,
     api: client.CoreV1Api,
     ca_cert: Path,
+    *,
+    previous: Path,
 ) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for source in projected.sources or []:
         if source.service_account_token:
             files[source.service_account_token.path] = _token(
-                pod, source.service_account_token, api
+                pod, source.service_account_token, api, previous=previous
             ).encode()
         elif source.config_map:
             cm = source.config_map
@@ -176,13 +212,22 @@ def _projected_files(
 
 
 def _token(
-    pod: client.V1Pod, source: client.V1ServiceAccountTokenProjection, api: client.CoreV1Api
+    pod: client.V1Pod,
+    source: client.V1ServiceAccountTokenProjection,
+    api: client.CoreV1Api,
+    *,
+    previous: Path,
 ) -> str:
+    """A token from the TokenRequest API, reused until half its lifetime has passed."""
+    lifetime = source.expiration_seconds or TOKEN_SECONDS_DEFAULT
+    current = previous / source.path
+    if current.exists() and time.time() - current.stat().st_mtime < lifetime / 2:
+        return current.read_text()
     audiences = [source.audience] if source.audience else []
     request = client.AuthenticationV1TokenRequest(
         spec=client.V1TokenRequestSpec(
             audiences=audiences,
-            expiration_seconds=source.expiration_seconds or TOKEN_SECONDS_DEFAULT,
+            expiration_seconds=lifetime,
             bound_object_ref=client.V1BoundObjectReference(
                 api_version="v1", kind="Pod", name=pod.metadata.name, uid=pod.metadata.uid
             ),
@@ -200,18 +245,45 @@ def _select(data: dict[str, bytes], items: list[Any] | None) -> dict[str, bytes]
 
 
 def _write(target: Path, files: dict[str, bytes], *, mode: int | None) -> Path:
-    """Replace the directory's content atomically enough for a testbed."""
-    staging = target.with_name(target.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    """Publish ``files`` in ``target`` atomically, the way the kubelet does.
+
+    The directory stays (a container has it bind-mounted); its entries are symbolic links
+    through ``..data``, which is swapped in one rename to a new timestamped directory. A reader
+    sees the old set of files or the new one, never a mix.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    if _published(target / "..data") == files:
+        return target  # nothing changed: no new version, no churn for readers
+    version = target / f"..{time.time_ns()}"
+    version.mkdir()
     for rel, content in files.items():
-        path = staging / rel
+        path = version / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         path.chmod(mode if mode is not None else 0o644)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    swap = target / "..data_tmp"
+    swap.unlink(missing_ok=True)
+    swap.symlink_to(version.name)
+    os.replace(swap, target / "..data")
+    tops = {Path(rel).parts[0] for rel in files}
+    for top in tops:
+        link = target / top
+        if not link.is_symlink():
+            link.symlink_to(Path("..data") / top)
+    for entry in target.iterdir():
+        if entry.name.startswith("..") and entry.name not in ("..data", version.name):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif not entry.name.startswith("..") and entry.name not in tops:
+            entry.unlink()
     return target
+
+
+def _published(data: Path) -> dict[str, bytes] | None:
+    if not data.is_dir():
+        return None
+    return {
+        str(path.relative_to(data)): path.read_bytes() for path in data.rglob("*") if path.is_file()
+    }
 
 
 def _chown_tree(root: Path, *, gid: int) -> None:

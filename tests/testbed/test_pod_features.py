@@ -152,3 +152,27 @@ def test_deleted_pod_gets_sigterm_and_its_grace_period(core, namespace, tmp_path
         timeout=30,
     )
     assert (tmp_path / "bye").read_text().strip() == "graceful"
+
+
+def test_updated_secret_reaches_running_pod(core, namespace):
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "rotating"},
+            "stringData": {"token": "v1"},
+        },
+    )
+    # The pod itself waits (bounded by the test's deadline) for the new value to appear.
+    body = kube.pod(
+        "watcher",
+        ["sh", "-c", 'until [ "$(cat /s/token)" = v2 ]; do sleep 0.2; done'],
+        volumes=[{"name": "s", "secret": {"secretName": "rotating"}}],
+        mounts=[{"name": "s", "mountPath": "/s"}],
+    )
+    core.create_namespaced_pod(namespace, body)
+    kube.wait_phase(core, namespace, "watcher", {"Running"})
+    core.patch_namespaced_secret("rotating", namespace, {"stringData": {"token": "v2"}})
+    done = kube.wait_phase(core, namespace, "watcher", {"Succeeded", "Failed"}, timeout=45)
+    assert done.status.phase == "Succeeded"
