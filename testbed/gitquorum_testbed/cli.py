@@ -3,6 +3,7 @@
     gitquorum-testbed up [--nodes N] [--zones Z]   start everything (idempotent)
     gitquorum-testbed env                          shell exports: KUBECONFIG, PATH
     gitquorum-testbed status
+    gitquorum-testbed logs POD [-n NAMESPACE] [-c CONTAINER]
     gitquorum-testbed down [--keep-state]
     gitquorum-testbed node stop|start|partition|heal|remove NAME
     gitquorum-testbed node add [NAME]
@@ -42,6 +43,10 @@ def parser() -> argparse.ArgumentParser:
     down.add_argument(
         "--keep-state", action="store_true", help="keep etcd data and volumes for a later up"
     )
+    logs = sub.add_parser("logs", help="a container's output (what kubectl logs would show)")
+    logs.add_argument("pod")
+    logs.add_argument("-n", "--namespace", default="default")
+    logs.add_argument("-c", "--container", default=None)
     node = sub.add_parser("node", help="failure injection and growth")
     node_sub = node.add_subparsers(dest="action", required=True)
     for action, text in (
@@ -75,6 +80,11 @@ def _dispatch(testbed: cluster.Testbed, args: argparse.Namespace) -> int:
         print(testbed.env(), end="")
     elif args.command == "status":
         print("\n".join(testbed.status()))
+    elif args.command == "logs":
+        path = testbed.log_path(args.namespace, args.pod, args.container)
+        if not path.exists():
+            raise cluster.TestbedError(f"no output yet ({path})")
+        sys.stdout.write(path.read_text(errors="replace"))
     elif args.command == "down":
         testbed.down(keep_state=args.keep_state)
     elif args.command == "node":

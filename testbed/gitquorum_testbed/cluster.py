@@ -162,6 +162,18 @@ class Testbed:
                 raise
         shutil.rmtree(self.layout.node_dir(node.name))
 
+    def log_path(self, namespace: str, pod: str, container: str | None) -> Path:
+        """Where a container's output is kept (there is no kubelet API for `kubectl logs`)."""
+        obj = self.core_api().read_namespaced_pod(pod, namespace)
+        names = [c.name for c in obj.spec.containers]
+        name = container or names[0]
+        if name not in names + [c.name for c in obj.spec.init_containers or []]:
+            raise TestbedError(f"pod {namespace}/{pod} has no container {name!r}: {names}")
+        if not obj.spec.node_name:
+            raise TestbedError(f"pod {namespace}/{pod} is not scheduled yet")
+        path = self.layout.node_dir(obj.spec.node_name) / "pods" / obj.metadata.uid / "logs"
+        return path / f"{name}.log"
+
     def leftovers(self) -> list[str]:
         """Anything of a testbed still present on the host: what ``down`` must leave empty."""
         found = [

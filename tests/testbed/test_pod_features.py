@@ -3,6 +3,8 @@ restarts and graceful termination."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,25 @@ def test_updated_secret_reaches_running_pod(core, namespace):
     core.patch_namespaced_secret("rotating", namespace, {"stringData": {"token": "v2"}})
     done = kube.wait_phase(core, namespace, "watcher", {"Succeeded", "Failed"}, timeout=45)
     assert done.status.phase == "Succeeded"
+
+
+def test_logs_command_shows_container_output(testbed, core, namespace):
+    body = kube.pod("talker", ["sh", "-c", "echo hello from the pod"])
+    assert kube.run_to_completion(core, namespace, body) == "Succeeded"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "gitquorum-testbed"),
+            "--root",
+            str(testbed.layout.root),
+            "logs",
+            "talker",
+            "-n",
+            namespace,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello from the pod\n"
