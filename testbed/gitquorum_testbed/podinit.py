@@ -53,22 +53,23 @@ def main(argv: list[str]) -> None:
 
 
 def _park(source: Path, spot: Path) -> Path:
-    if source.is_dir():
-        spot.mkdir(parents=True, exist_ok=True)
-    else:
-        spot.parent.mkdir(parents=True, exist_ok=True)
-        spot.touch(exist_ok=True)
+    _mount_point(spot, directory=source.is_dir())
     _mount("--bind", str(source), str(spot))
     return spot
 
 
 def _place(spot: Path, target: Path) -> None:
-    if spot.is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.touch(exist_ok=True)
+    _mount_point(target, directory=spot.is_dir())
     _mount("--move", str(spot), str(target))
+
+
+def _mount_point(path: Path, *, directory: bool) -> None:
+    """A directory is mounted on a directory, a file on a file: make the right one exist."""
+    if directory:
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
 
 
 def _open_closed_ancestor(path: Path) -> None:
