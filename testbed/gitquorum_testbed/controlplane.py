@@ -4,6 +4,7 @@ kube-controller-manager and kube-scheduler, each a background process on loopbac
 
 from __future__ import annotations
 
+import socket
 import ssl
 import urllib.request
 from pathlib import Path
@@ -29,8 +30,15 @@ def start(*, layout: settings.Layout, bindir: Path, ports: settings.Ports) -> No
         "kube-controller-manager": _controller_manager(layout, files, bindir),
         "kube-scheduler": _scheduler(layout, bindir),
     }
+    addresses = {
+        "etcd": ("127.0.0.1", ports.etcd_client),
+        "kube-apiserver": (str(settings.BRIDGE_ADDRESS), ports.apiserver),
+        "kube-controller-manager": ("127.0.0.1", ports.controller_manager),
+        "kube-scheduler": ("127.0.0.1", ports.scheduler),
+    }
     for name in COMPONENTS:
         if processes.running(name, pids=layout.pids) is None:
+            _require_free(name, *addresses[name])
             processes.start(name, argvs[name], pids=layout.pids, logs=layout.logs)
         _wait_healthy(name, layout=layout, files=files, ports=ports)
 
@@ -38,6 +46,20 @@ def start(*, layout: settings.Layout, bindir: Path, ports: settings.Ports) -> No
 def stop(*, layout: settings.Layout) -> None:
     for name in reversed(COMPONENTS):
         processes.stop(name, pids=layout.pids, grace=10)
+
+
+def _require_free(name: str, host: str, port: int) -> None:
+    """Fail clearly when another testbed (another checkout's, say) holds our ports."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise processes.ProcessError(
+                f"cannot start {name}: {host}:{port} is in use ({exc.strerror}). Another "
+                "testbed may be running from another directory: stop it there with "
+                "`gitquorum-testbed down`."
+            ) from exc
 
 
 def write_kubeconfig(path: Path, *, files: pki.Files, port: int) -> None:

@@ -200,3 +200,23 @@ def test_logs_command_shows_container_output(testbed, core, namespace):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello from the pod\n"
+
+
+def test_init_container_runs_to_completion_before_main(core, namespace):
+    body = kube.pod(
+        "staged",
+        ["sh", "-c", "grep -qx prepared /work/state"],
+        volumes=[{"name": "work", "emptyDir": {}}],
+        mounts=[{"name": "work", "mountPath": "/work"}],
+    )
+    body["spec"]["initContainers"] = [
+        {
+            "name": "prepare",
+            "image": "testbed/python",
+            "command": ["sh", "-c", "echo prepared > /work/state"],
+            "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+        }
+    ]
+    assert kube.run_to_completion(core, namespace, body) == "Succeeded"
+    status = core.read_namespaced_pod("staged", namespace).status
+    assert status.init_container_statuses[0].state.terminated.exit_code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from cryptography import x509
 from kubernetes import client
 
-from gitquorum_testbed import network, pki, pods, probes, processes, settings
+from gitquorum_testbed import controlplane, network, pki, pods, probes, processes, settings
 from tests import waiting
 
 pytestmark = pytest.mark.unit
@@ -133,3 +134,12 @@ def test_waiting_until_reports_what_was_awaited_and_seen():
 def test_waiting_until_returns_the_first_truthy_value():
     values = iter([0, None, 42])
     assert waiting.until("a value", lambda: next(values), timeout=5, interval=0.01) == 42
+
+
+def test_control_plane_refuses_a_port_held_by_another_process():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(processes.ProcessError, match=f"127.0.0.1:{port} is in use"):
+            controlplane._require_free("etcd", "127.0.0.1", port)
