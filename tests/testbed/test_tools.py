@@ -13,13 +13,13 @@ from gitquorum_testbed import binaries
 pytestmark = pytest.mark.testbed
 
 
-def _helm(kubeconfig: Path, *args: str) -> str:
+def _helm(kubeconfig: Path, home: Path, *args: str) -> str:
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
-        "HELM_CACHE_HOME": "/tmp/helm-cache",
-        "HELM_CONFIG_HOME": "/tmp/helm-config",
-        "HELM_DATA_HOME": "/tmp/helm-data",
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
     }
     result = subprocess.run(
         [str(binaries.directory(build=False) / "helm"), *args],
