@@ -8,6 +8,7 @@ restartPolicy, runs probes, and patches the pod's status whenever what it would 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime
@@ -207,7 +208,7 @@ class PodRuntime:
         raise RuntimeError("sandbox did not enter its network namespace")
 
     def _step(self) -> None:
-        now = probes.now()
+        now = time.monotonic()
         init_pending = [c for c in self.containers if c.init and not _succeeded(c)]
         if init_pending:
             self._step_container(init_pending[0], now)
@@ -256,7 +257,7 @@ class PodRuntime:
         c.proc = None
         c.readiness = c.liveness = c.startup = None
         delay = min(BACKOFF_MAX_SECONDS, 0.5 * (2 ** min(c.restarts, 5)))
-        c.backoff_until = probes.now() + (0 if exit_code == 0 and c.init else delay)
+        c.backoff_until = time.monotonic() + (0 if exit_code == 0 and c.init else delay)
         log.info("pod %s: container %s exited with %s", self.key, c.spec.name, exit_code)
 
     def _launch(self, c: Container) -> None:
@@ -264,7 +265,7 @@ class PodRuntime:
             spec = self._container_spec(c, argv=self._argv(c))
         except (ConfigError, volumes.VolumeError, client.ApiException) as exc:
             c.waiting_reason, c.waiting_message = "CreateContainerConfigError", str(exc)
-            c.backoff_until = probes.now() + 2
+            c.backoff_until = time.monotonic() + 2
             return
         spec_path = self.dir / f"{c.spec.name}.json"
         spec_path.write_text(json.dumps(spec))
@@ -278,7 +279,7 @@ class PodRuntime:
                 start_new_session=True,
             )
         c.started_at = _now_iso()
-        c.started_mono = probes.now()
+        c.started_mono = time.monotonic()
         c.waiting_reason, c.waiting_message = "", None
         for attr in ("readiness", "liveness", "startup"):
             probe = getattr(c.spec, f"{attr}_probe")
@@ -494,6 +495,16 @@ class PodRuntime:
     def _phase(self, mains: list[Container]) -> str:
         if any(c.running for c in mains):
             return "Running"
+        failed_init = [
+            c
+            for c in self.containers
+            if c.init
+            and c.terminated is not None
+            and c.terminated["exitCode"] != 0
+            and not self._should_restart(c)
+        ]
+        if failed_init:
+            return "Failed"  # restartPolicy Never: the main containers will never start
         done = [
             c.terminated for c in mains if c.terminated is not None and not self._should_restart(c)
         ]
@@ -611,6 +622,4 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 
 def _b64(value: str) -> str:
-    import base64
-
     return base64.b64decode(value).decode(errors="replace")

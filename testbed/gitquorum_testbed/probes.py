@@ -7,7 +7,6 @@ import http.client
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -101,7 +100,3 @@ def _port(port: Any, ports: dict[str, int]) -> int:
     if port in ports:
         return ports[port]
     raise ValueError(f"unknown named port {port!r}")
-
-
-def now() -> float:
-    return time.monotonic()

@@ -220,3 +220,15 @@ def test_init_container_runs_to_completion_before_main(core, namespace):
     assert kube.run_to_completion(core, namespace, body) == "Succeeded"
     status = core.read_namespaced_pod("staged", namespace).status
     assert status.init_container_statuses[0].state.terminated.exit_code == 0
+
+
+def test_failed_init_container_fails_pod_under_restart_never(core, namespace):
+    body = kube.pod("doomed", ["true"])
+    body["spec"]["initContainers"] = [
+        {"name": "prepare", "image": "testbed/python", "command": ["false"]}
+    ]
+    assert kube.run_to_completion(core, namespace, body) == "Failed"
+    main = core.read_namespaced_pod("doomed", namespace).status.container_statuses[0]
+    assert main.state.running is None and main.state.terminated is None, (
+        "the main container must never have started"
+    )
