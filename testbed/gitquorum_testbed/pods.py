@@ -36,6 +36,9 @@ LOOP_SECONDS = 0.3
 # propagates changes within seconds to a minute). Unchanged content is not rewritten, and a
 # token is renewed only after half its lifetime.
 REFRESH_SECONDS = 10.0
+# A status is sent again at least this often even when unchanged, as the kubelet resyncs: a
+# controller may have changed a condition behind the agent's back.
+RESYNC_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 10.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STAGING_DIR = Path("/run/gitquorum-testbed/staging")
@@ -127,6 +130,7 @@ class PodRuntime:
             else _now_iso()
         )
         self.reported: str | None = None
+        self.reported_at = 0.0
         self.terminate_grace: float | None = None
         self.finished = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"pod {self.key}", daemon=True)
@@ -455,16 +459,20 @@ class PodRuntime:
 
     def _report(self) -> None:
         if self.paused.is_set():
+            # While cut off, the node-lifecycle controller may mark this pod not ready: the
+            # first report after the partition heals must be sent in full, not skipped.
+            self.reported = None
             return
         status = self._status()
         encoded = json.dumps(status, sort_keys=True)
-        if encoded == self.reported:
+        if encoded == self.reported and time.monotonic() - self.reported_at < RESYNC_SECONDS:
             return
         try:
             self.api.patch_namespaced_pod_status(
                 self.pod.metadata.name, self.pod.metadata.namespace, {"status": status}
             )
             self.reported = encoded
+            self.reported_at = time.monotonic()
         except client.ApiException as exc:
             if exc.status != 404:
                 log.warning("pod %s: status update failed: %s", self.key, exc.reason)

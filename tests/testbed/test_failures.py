@@ -115,6 +115,9 @@ def test_node_partition_isolates_its_pods_and_heal_restores(
     finally:
         testbed.node_heal(NODE)
     assert reach("after") == "Succeeded"
+    # Cut off for long enough, the node-lifecycle controller marks its pods not ready; the
+    # healed node's agent must report them ready again.
+    kube.wait_ready(core, namespace, "target", timeout=30)
 
 
 def test_node_add_joins_ready_and_takes_pods_then_remove(testbed: cluster.Testbed, core, namespace):
