@@ -29,6 +29,13 @@ def testbed() -> Iterator[cluster.Testbed]:
     bed = cluster.Testbed(root)
     was_up = bed.layout.kubeconfig.exists() and _healthy(bed)
     bed.up(nodes=3, zones=3)
+    # A cluster reused from `make demo` may have a node stopped or cut off by hand.
+    for node in bed.node_configs():
+        flags = bed.layout.node_dir(node.name)
+        if (flags / "stopped").exists():
+            bed.node_start(node.name)
+        if (flags / "partitioned").exists():
+            bed.node_heal(node.name)
     yield bed
     if not was_up and not os.environ.get("GITQUORUM_KEEP_TESTBED"):
         bed.down(keep_state=False)
