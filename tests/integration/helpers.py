@@ -12,11 +12,12 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -135,7 +136,13 @@ class Git:
 class Server:
     """A running ``gitquorum serve`` child process."""
 
-    def __init__(self, root: pathlib.Path, log: pathlib.Path, args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        root: pathlib.Path,
+        log: pathlib.Path,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.log = log
         command = [
@@ -151,7 +158,12 @@ class Server:
             "DEBUG",
             *args,
         ]
-        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
         found: list[str] = []
 
         def serving() -> bool:
@@ -190,10 +202,12 @@ class Server:
         return self.process.returncode
 
 
-def start_server(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[Server]:
+def start_server(
+    tmp_path_factory: pytest.TempPathFactory, *args: str, env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("server")
     (base / "root").mkdir()
-    server = Server(base / "root", base / "server.log", args)
+    server = Server(base / "root", base / "server.log", args, env=env)
     try:
         yield server
     finally:
@@ -308,3 +322,29 @@ def upload_pack(
 def quarantines(repository: pathlib.Path) -> list[pathlib.Path]:
     """Leftover receive-pack quarantine directories; git removes them when a push fails."""
     return sorted((repository / "objects").glob("incoming-*"))
+
+
+class RawPush:
+    """A push request written by hand over a socket, so the test decides when bytes flow."""
+
+    def __init__(self, server: Server, name: str, body: bytes) -> None:
+        token = base64.b64encode(f"{ALICE[0]}:{ALICE[1]}".encode()).decode()
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        self.sock.sendall(
+            f"POST /{name}/git-receive-pack HTTP/1.1\r\nHost: localhost\r\n"
+            f"Authorization: Basic {token}\r\n"
+            "Content-Type: application/x-git-receive-pack-request\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def status(self) -> int:
+        head = self.sock.recv(4096).decode(errors="replace")
+        match = re.match(r"HTTP/1\.1 (\d{3})", head)
+        assert match, f"no HTTP status line in {head!r}"
+        return int(match.group(1))
+
+    def close(self) -> None:
+        self.sock.close()

@@ -4,7 +4,6 @@ import base64
 import os
 import pathlib
 import re
-import socket
 import time
 from collections.abc import Iterator
 
@@ -27,32 +26,6 @@ def limited(
 
 def incompressible_commit(git: Git, repo: helpers.Seeded, size: int) -> str:
     return git.commit(repo.work, "random.bin", base64.b64encode(os.urandom(size)).decode())
-
-
-class RawPush:
-    """A push request written by hand over a socket, so the test decides when bytes flow."""
-
-    def __init__(self, server: Server, name: str, body: bytes) -> None:
-        token = base64.b64encode(f"{ALICE[0]}:{ALICE[1]}".encode()).decode()
-        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-        self.sock.sendall(
-            f"POST /{name}/git-receive-pack HTTP/1.1\r\nHost: localhost\r\n"
-            f"Authorization: Basic {token}\r\n"
-            "Content-Type: application/x-git-receive-pack-request\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
-        )
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def status(self) -> int:
-        head = self.sock.recv(4096).decode(errors="replace")
-        match = re.match(r"HTTP/1\.1 (\d{3})", head)
-        assert match, f"no HTTP status line in {head!r}"
-        return int(match.group(1))
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def git_processes(server: Server) -> int:
@@ -92,7 +65,7 @@ def test_git_processes_are_bounded_and_idle_bodies_time_out(
         git, repo.work, ref="refs/heads/main", old=repo.head, new=new
     )
     before = (git.refs(repo.path), git.object_count(repo.path))
-    stalled = RawPush(limited, repo.name, commands + pack)
+    stalled = helpers.RawPush(limited, repo.name, commands + pack)
     try:
         stalled.send(commands + pack[: len(pack) // 2])
         helpers.wait_for(
@@ -121,6 +94,40 @@ def test_git_processes_are_bounded_and_idle_bodies_time_out(
     assert ok.status == 200
 
 
+@pytest.mark.parametrize("limited", [[]], indirect=True)
+def test_client_gone_mid_push_frees_its_git_process_at_once(
+    git: Git, limited: Server, tmp_path: pathlib.Path
+) -> None:
+    # Well inside the default idle timeout (60 s): the server must notice the closed
+    # connection itself, not wait for the body to go quiet.
+    repo = helpers.seed(git, limited.root, "abandoned.git", tmp_path / "seed")
+    new = incompressible_commit(git, repo, 60_000)
+    commands, pack = helpers.push_body(
+        git, repo.work, ref="refs/heads/main", old=repo.head, new=new
+    )
+    before = (git.refs(repo.path), git.object_count(repo.path))
+    gone = helpers.RawPush(limited, repo.name, commands + pack)
+    try:
+        gone.send(commands + pack[:1000])
+        helpers.wait_for(
+            lambda: git_processes(limited) == 1,
+            deadline=10,
+            what="receive-pack to start",
+            seen=lambda: str(git_processes(limited)),
+        )
+    finally:
+        gone.close()
+    helpers.wait_for(
+        lambda: git_processes(limited) == 0,
+        deadline=10,
+        what="the git slot to be released after the client left",
+        seen=lambda: str(git_processes(limited)),
+    )
+    assert (git.refs(repo.path), git.object_count(repo.path)) == before
+    assert helpers.quarantines(repo.path) == []
+    assert "outcome=client_gone" in limited.log_text()
+
+
 @pytest.mark.parametrize(
     "limited", [["--request-timeout", "1", "--idle-timeout", "10"]], indirect=True
 )
@@ -132,7 +139,7 @@ def test_request_past_its_time_limit_is_ended(
     commands, pack = helpers.push_body(
         git, repo.work, ref="refs/heads/main", old=repo.head, new=new
     )
-    trickle = RawPush(limited, repo.name, commands + pack)
+    trickle = helpers.RawPush(limited, repo.name, commands + pack)
     started = time.monotonic()
     try:
         trickle.send(commands)

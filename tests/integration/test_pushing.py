@@ -110,31 +110,6 @@ def test_push_options_reach_receive_pack(
     assert "options=1:ci.skip user=alice" in result.stderr
 
 
-def test_push_creates_missing_repository(git: Git, server: Server, tmp_path: pathlib.Path) -> None:
-    work = tmp_path / "work"
-    git.run("init", "-q", str(work))
-    head = git.commit(work, "a.txt", "a\n")
-    git.run("push", "-q", server.url("made/on-push", ALICE), "main:refs/heads/trunk", cwd=work)
-    created = server.root / "made" / "on-push.git"
-    assert git.refs(created) == {"refs/heads/trunk": head}
-    # HEAD followed the first pushed branch, so a clone checks it out
-    clone = tmp_path / "clone"
-    git.run("clone", "-q", server.url("made/on-push"), str(clone))
-    assert (clone / "a.txt").read_text() == "a\n"
-
-
-def test_push_to_missing_repository_without_create_on_push_is_404(
-    git: Git, private_server: Server, tmp_path: pathlib.Path
-) -> None:
-    work = tmp_path / "work"
-    git.run("init", "-q", str(work))
-    git.commit(work, "a.txt", "a\n")
-    result = git.run("push", private_server.url("absent.git", ALICE), "main", cwd=work, check=False)
-    assert result.returncode != 0
-    assert "not found" in result.stderr
-    assert not (private_server.root / "absent.git").exists()
-
-
 def test_push_many_refs_in_one_push(
     git: Git, server: Server, repo: Seeded, tmp_path: pathlib.Path
 ) -> None:

@@ -89,6 +89,8 @@ def test_symlink_inside_the_root_is_served(resolver: repositories.Resolver) -> N
 
 def test_new_adds_the_suffix_and_refuses_existing(resolver: repositories.Resolver) -> None:
     assert resolver.new("team/new").name == "team/new.git"
+    assert not resolver.new("team/new").exists
+    assert not (resolver.root / "team").exists(), "naming a new repository created something"
     assert resolver.new("team/new.git").path == resolver.root / "team" / "new.git"
     (resolver.root / "junk.git").mkdir()
     with pytest.raises(errors.Forbidden):

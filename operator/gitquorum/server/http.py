@@ -30,6 +30,7 @@ from gitquorum.server import (
     auth,
     bodies,
     clients,
+    creating,
     metrics,
     repositories,
     services,
@@ -103,9 +104,14 @@ class Server:
             reload_interval=config.access.reload_interval,
             max_threads=config.limits.max_kdf_threads,
         )
-        self.services = services.Services(
-            self.runner, write_path or writepath.LocalWritePath(self.runner)
+        write_path = write_path or writepath.LocalWritePath(self.runner)
+        creator = creating.Creator(
+            self.runner,
+            write_path,
+            root=self.resolver.root,
+            default_branch=config.git.default_branch,
         )
+        self.services = services.Services(self.runner, write_path, creator=creator)
         self.metrics = metrics.ServerMetrics(
             git_running=lambda: self.runner.running, git_waiting=lambda: self.runner.waiting
         )
@@ -187,20 +193,12 @@ class Server:
         try:
             repository = await asyncio.to_thread(self.resolver.find, path)
         except errors.RepositoryNotFound:
-            creating = request.method == "GET" and service is smarthttp.Service.RECEIVE_PACK
-            if not (creating and self.settings.access.create_on_push):
+            pushing = service is smarthttp.Service.RECEIVE_PACK
+            if not (pushing and self.settings.access.create_on_push):
                 raise
-            repository = await self._create(path)
+            # Nothing is created here: the push itself creates it if it succeeds (creating).
+            repository = await asyncio.to_thread(self.resolver.new, path)
         request[EXCHANGE].repository = repository.name
-        return repository
-
-    async def _create(self, path: str) -> repositories.Repository:
-        repository = await asyncio.to_thread(self.resolver.new, path)
-        branch = self.settings.git.default_branch
-        await self.runner.run(
-            ["init", "--bare", "--quiet", f"--initial-branch={branch}", str(repository.path)]
-        )
-        log.info("repository %s: created for a push", repository.name)
         return repository
 
     def _body(self, request: web.Request, limit: int) -> AsyncIterator[bytes]:
@@ -324,6 +322,12 @@ class Server:
             return web.Response(body=body, headers={"Content-Type": content_type, **NO_CACHE})
         if isinstance(error, errors.RequestError | errors.Unavailable | TimeoutError):
             return _error_response(error, exchange)
+        if isinstance(error, ConnectionError):
+            # The client closed the connection before its request was complete: nobody
+            # reads this answer, but the log and metrics should not call it our failure.
+            exchange.outcome = "client_gone"
+            log.info("repository %s: client went away: %s", exchange.repository, error)
+            return _text(400, "request cut short")
         exchange.outcome = "internal_error"
         log.error(
             "repository %s: internal error on %s %s",

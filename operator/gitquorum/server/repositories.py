@@ -5,7 +5,8 @@ suffix: ``group/app.git`` answers to ``/group/app.git`` and ``/group/app``. The 
 checked segment by segment before it touches the file system (no empty, dot or hidden
 segments, no separators or control characters), and the directory it resolves to, symbolic
 links followed, must still lie below the root. Only bare repositories are served; a work tree
-is not a repository here.
+is not a repository here. Refusing hidden segments also keeps the staging directories of
+repositories being created (``creating``) out of reach.
 
 These functions touch the file system and may block: the HTTP layer runs them in a thread.
 """
@@ -34,6 +35,8 @@ class Repository:
 
     name: str
     path: pathlib.Path
+    exists: bool = True
+    """False for a repository a push is to create: nothing is at ``path`` yet (``creating``)."""
 
 
 def segments(url_path: str) -> list[str]:
@@ -81,7 +84,7 @@ class Resolver:
         path = self._confined(name)
         if path.exists():
             raise errors.Forbidden(f"{name!r} exists and is not a bare repository")
-        return Repository(name=name, path=path)
+        return Repository(name=name, path=path, exists=False)
 
     def _confined(self, name: str) -> pathlib.Path:
         path = (self.root / name).resolve()

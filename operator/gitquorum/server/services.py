@@ -3,7 +3,9 @@
 Each function takes what the HTTP layer knows (repository, client, body) and returns an
 :data:`writepath.Output`: entering it starts git, iterating it streams the response. Fetches
 (upload-pack) are served here directly; pushes (receive-pack) are validated here and then
-handed to the write path, which decides how they are applied.
+handed to the write path, which decides how they are applied. A push to a repository that
+does not exist yet (``--create-on-push``) goes through ``creating``, which wraps the write
+path so that the repository appears only if the push succeeds.
 """
 
 import contextlib
@@ -11,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from gitquorum import errors
 from gitquorum.protocol import pktline, refupdates, smarthttp, uploadpack
-from gitquorum.server import bodies, clients, repositories, spawning, writepath
+from gitquorum.server import bodies, clients, creating, repositories, spawning, writepath
 
 UPLOAD_PACK = smarthttp.Service.UPLOAD_PACK
 
@@ -19,9 +21,16 @@ UPLOAD_PACK = smarthttp.Service.UPLOAD_PACK
 class Services:
     """Serves fetches with git upload-pack and hands pushes to the write path."""
 
-    def __init__(self, runner: spawning.GitRunner, write_path: writepath.WritePath) -> None:
+    def __init__(
+        self,
+        runner: spawning.GitRunner,
+        write_path: writepath.WritePath,
+        *,
+        creator: creating.Creator,
+    ) -> None:
         self._runner = runner
         self.write_path = write_path
+        self._creator = creator
 
     def advertise(
         self,
@@ -32,6 +41,8 @@ class Services:
     ) -> writepath.Output:
         """The answer to ``GET info/refs?service=...``."""
         preamble = smarthttp.advertisement_preamble(service, client.protocol.for_service(service))
+        if service is smarthttp.Service.RECEIVE_PACK and not repository.exists:
+            return _prefixed(preamble, self._creator.advertise(repository, client))
         if service is smarthttp.Service.RECEIVE_PACK:
             return _prefixed(preamble, self.write_path.advertise(repository, client))
         args = [
@@ -66,7 +77,8 @@ class Services:
         """The answer to a push: its commands are parsed here, the rest is the write path's."""
         commands, pack = await read_commands(body, max_bytes=max_command_bytes)
         push = writepath.Push(repository=repository, client=client, commands=commands, pack=pack)
-        async with self.write_path.receive(push) as output:
+        receiving = self.write_path.receive if repository.exists else self._creator.receive
+        async with receiving(push) as output:
             yield output
 
     @contextlib.asynccontextmanager

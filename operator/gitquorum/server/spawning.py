@@ -196,19 +196,20 @@ class GitProcess:
             if stdin is not None:
                 async for chunk in stdin:
                     self.bytes_in += len(chunk)
-                    pipe.write(chunk)
-                    await pipe.drain()
-            pipe.close()
-            await pipe.wait_closed()
-        except (BrokenPipeError, ConnectionResetError):
-            # git stopped reading: it exited or failed, which its status and stderr report.
-            pass
+                    if not await _write(pipe, chunk):
+                        return
         except Exception as error:
             # The request body failed (too large, timed out, client gone): git must not see
             # a partial request as if it were whole, so it is killed, and the error surfaces.
+            # A client that went away raises ConnectionResetError here too, which must not
+            # pass for git's pipe breaking: git would wait for the rest of its input forever.
             self._input_error = error
             self.kill()
             pipe.close()
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            pipe.close()
+            await pipe.wait_closed()
 
     async def _drain_stderr(self) -> None:
         assert self._process.stderr is not None
@@ -220,3 +221,16 @@ class GitProcess:
                 kept -= len(self._stderr.popleft())
         if self._stderr:
             log.debug("git %s stderr: %s", self.command, self.stderr.strip())
+
+
+async def _write(pipe: asyncio.StreamWriter, chunk: bytes) -> bool:
+    """Writes to git's stdin; False once git stopped reading.
+
+    git stops reading when it exits or fails, which its status and stderr report.
+    """
+    try:
+        pipe.write(chunk)
+        await pipe.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+    return True
