@@ -55,3 +55,11 @@ def test_remove_when_already_gone(tmp_path: pathlib.Path) -> None:
     creating.remove(staging)
     creating.remove(staging)
     assert not staging.exists()
+
+
+def test_remove_abandoned_deletes_only_staging_repositories(tmp_path: pathlib.Path):
+    (tmp_path / f"{creating.STAGING_PREFIX}dead" / "objects").mkdir(parents=True)
+    (tmp_path / "kept.git" / "objects").mkdir(parents=True)
+    removed = creating.remove_abandoned(tmp_path)
+    assert [p.name for p in removed] == [f"{creating.STAGING_PREFIX}dead"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.git"]

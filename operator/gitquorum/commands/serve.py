@@ -8,7 +8,7 @@ import pathlib
 import shutil
 
 from gitquorum import errors
-from gitquorum.server import http, listening, settings
+from gitquorum.server import creating, http, listening, settings
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     config = settings_from(args)
     server = http.Server(config, environment=dict(os.environ))
     server.authenticator.load()
+    for path in creating.remove_abandoned(config.root):
+        log.info("removed %s, a repository whose creating push never finished", path)
     if config.access.auth_file is None:
         log.warning("no --auth-file: anonymous read only, every push is refused")
     try:

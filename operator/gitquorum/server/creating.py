@@ -175,3 +175,14 @@ def remove(path: pathlib.Path) -> None:
     """Removes a staging directory; gone already is fine (it was moved into place)."""
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(path)
+
+
+def remove_abandoned(root: pathlib.Path) -> list[pathlib.Path]:
+    """Removes staging repositories that a server killed mid-push left behind.
+
+    Called at startup, when this server has no push in flight: one server owns its root.
+    """
+    abandoned = sorted(root.glob(f"{STAGING_PREFIX}*"))
+    for path in abandoned:
+        remove(path)
+    return abandoned
