@@ -18,7 +18,9 @@ CLEANUP_DEADLINE = 20.0
 
 
 def staging_directories(root: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(root.rglob(".creating-*"))
+    # Staging lives directly under the root. Only list the root: walking into a staging
+    # directory races with the server removing it.
+    return sorted(root.glob(".creating-*"))
 
 
 def assert_nothing_created(server: Server, name: str) -> None:
