@@ -9,8 +9,19 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def until(what: str, probe: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.25) -> T:
-    """Return ``probe()``'s first truthy result; fail with what was awaited and last seen."""
+def until(
+    what: str,
+    probe: Callable[[], T],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    seen: Callable[[], object] | None = None,
+) -> T:
+    """Return ``probe()``'s first truthy result; fail with what was awaited and last seen.
+
+    ``seen`` describes the state for the failure message when the probe's own last value
+    (or error) would not say enough.
+    """
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -23,6 +34,8 @@ def until(what: str, probe: Callable[[], T], *, timeout: float = 60.0, interval:
                 return value
             last = value
         if time.monotonic() >= deadline:
+            if seen is not None:
+                last = seen()
             raise AssertionError(
                 f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}"
             )

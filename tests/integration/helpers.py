@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -23,6 +22,7 @@ import pytest
 
 from gitquorum.protocol import pktline
 from gitquorum.server import auth, passwords
+from tests import waiting
 
 ALICE = ("alice", "alice-token")  # may push
 BOB = ("bob", "bob-token")  # read only
@@ -59,12 +59,7 @@ def wait_for(
     seen: Callable[[], str] = lambda: "",
 ) -> None:
     """Polls ``predicate`` until it holds; fails naming what was awaited and what was seen."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {deadline} s waiting for {what}; saw: {seen()}")
+    waiting.until(what, predicate, timeout=deadline, interval=0.02, seen=seen)
 
 
 @dataclasses.dataclass
