@@ -70,6 +70,33 @@ def http_server(name: str, *, node: str | None = None, port: int = 8080) -> dict
     return body
 
 
+def http_service(app: str) -> dict[str, Any]:
+    """A Service named ``app`` on port 80 for the pods of ``http_server(app)``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": app},
+        "spec": {
+            "selector": {"app": app},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def claim(name: str) -> dict[str, Any]:
+    """A 1 GiB claim on the default (local) StorageClass."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def secret(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
 def wait_phase(
     core: client.CoreV1Api, namespace: str, name: str, phases: set[str], *, timeout: float = 60
 ) -> client.V1Pod:

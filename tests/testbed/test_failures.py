@@ -31,18 +31,7 @@ def _ready(core: client.CoreV1Api, node: str) -> str:
 def test_node_stop_marks_not_ready_evicts_and_start_restores_disk(
     testbed: cluster.Testbed, core, namespace
 ):
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "disk"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
+    core.create_namespaced_persistent_volume_claim(namespace, kube.claim("disk"))
     victim = kube.pod(
         "victim",
         ["sh", "-c", "echo survived > /data/marker; exec sleep 3600"],

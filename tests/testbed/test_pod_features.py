@@ -16,15 +16,7 @@ pytestmark = pytest.mark.testbed
 
 
 def test_env_sources_and_volumes_resolve(core, namespace):
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "s"},
-            "stringData": {"token": "s3cret"},
-        },
-    )
+    core.create_namespaced_secret(namespace, kube.secret("s", token="s3cret"))
     core.create_namespaced_config_map(
         namespace,
         {
@@ -157,15 +149,7 @@ def test_deleted_pod_gets_sigterm_and_its_grace_period(core, namespace, tmp_path
 
 
 def test_updated_secret_reaches_running_pod(core, namespace):
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "rotating"},
-            "stringData": {"token": "v1"},
-        },
-    )
+    core.create_namespaced_secret(namespace, kube.secret("rotating", token="v1"))
     # The pod itself waits (bounded by the test's deadline) for the new value to appear.
     body = kube.pod(
         "watcher",

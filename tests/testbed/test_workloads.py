@@ -29,18 +29,7 @@ def test_deployment_becomes_ready_and_answers_through_service(api_client, core, 
             },
         },
     )
-    service = core.create_namespaced_service(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "web"},
-            "spec": {
-                "selector": {"app": "web"},
-                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-            },
-        },
-    )
+    service = core.create_namespaced_service(namespace, kube.http_service("web"))
     waiting.until(
         "deployment web to have 2 ready replicas",
         lambda: apps.read_namespaced_deployment("web", namespace).status.ready_replicas == 2,
@@ -56,18 +45,7 @@ def test_deployment_becomes_ready_and_answers_through_service(api_client, core, 
 
 
 def test_pvc_data_survives_pod_recreation_on_same_node(core, namespace):
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
+    core.create_namespaced_persistent_volume_claim(namespace, kube.claim("data"))
     volume = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
     mount = [{"name": "data", "mountPath": "/data"}]
     writer = kube.pod(
@@ -149,18 +127,7 @@ def test_service_endpoints_follow_readiness(core, namespace, tmp_path):
         "failureThreshold": 1,
     }
     core.create_namespaced_pod(namespace, body)
-    service = core.create_namespaced_service(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "flip"},
-            "spec": {
-                "selector": {"app": "flip"},
-                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-            },
-        },
-    )
+    service = core.create_namespaced_service(namespace, kube.http_service("flip"))
     # "/" always answers 200 when routed, so a failure means the Service had no endpoint.
     url = f"http://{service.spec.cluster_ip}/"
 
