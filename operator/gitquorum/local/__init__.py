@@ -1,0 +1,1 @@
+"""The local controller: replicas as processes on loopback, for tests and demos."""
