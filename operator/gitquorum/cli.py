@@ -18,6 +18,8 @@ from gitquorum import __version__, errors
 COMMANDS: dict[str, str] = {
     "serve": "serve every bare repository under a directory over smart HTTP",
     "passwd": "add or replace a user of an auth file, reading the token from stdin",
+    "replica": "run one replica of a replicated repository: git server and replication",
+    "local": "run a replicated repository as local processes, for tests and demos",
 }
 """Subcommand name -> help summary; the module is ``gitquorum.commands.<name>``."""
 

@@ -89,3 +89,19 @@ class GitFailed(GitquorumError):
         self.returncode = returncode
         self.stderr = stderr
         self.message = message
+
+
+class ReplicationError(GitquorumError):
+    """A replication message or a replica's stored state is malformed or inconsistent."""
+
+
+class NoQuorum(Unavailable):
+    """Too few replicas confirmed in time: nothing was acknowledged."""
+
+
+class Fenced(Unavailable):
+    """A newer term exists: this replica no longer leads, and its decision stands void."""
+
+
+class Conflict(RequestError):
+    """The request contradicts a newer state (an outdated term, say)."""

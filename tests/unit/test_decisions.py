@@ -358,12 +358,6 @@ def test_choose_leader_non_voters_neither_count_nor_lead(size: int) -> None:
     assert checked == 2**size * 2 ** len(NON_VOTERS) * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="choose_leader counts reports, not distinct voters: one voter answering twice "
-    "makes a majority of 3 alone and can win without the decided transaction "
-    "(has_quorum deduplicates, choose_leader does not)",
-)
 def test_choose_leader_counts_each_voter_once() -> None:
     # The decided transaction NEW is on r2 and r3; only r1, which lacks it, answered (twice).
     stale = report("r1", OLD)
@@ -372,11 +366,6 @@ def test_choose_leader_counts_each_voter_once() -> None:
     assert election.leader is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the new term is computed from voters' terms only: a non-voter that reported a "
-    "newer term would fence off the new leader's messages as stale",
-)
 def test_choose_leader_term_exceeds_non_voter_terms() -> None:
     answers = [report(replica, NEW) for replica in cluster(3)]
     answers.append(report("n1", OLD, term=7))
@@ -412,12 +401,6 @@ def test_resolve_prepared_discards_at_or_below_generation(generation: int) -> No
             assert outcome is decisions.Prepared.DISCARD, (prepared, generation)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a prepared transaction beyond the next generation (a follower that missed a "
-    "commit, then prepared the following one) is discarded, though it may be decided and "
-    "acknowledged; DISCARD is documented as 'at or below the applied generation'",
-)
 @pytest.mark.parametrize("ahead", [2, 3])
 def test_resolve_prepared_beyond_next_generation_is_not_discarded(ahead: int) -> None:
     prepared = Position(term=2, generation=4 + ahead, seq=1)

@@ -12,7 +12,13 @@ import pytest
 pytestmark = pytest.mark.unit
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "operator" / "gitquorum"
-HTTP_LAYER = {"server/http.py", "server/listening.py"}
+HTTP_LAYER = {
+    "server/http.py",
+    "server/listening.py",
+    "replication/peerapi.py",
+    "replication/peerclient.py",
+    "replication/forwarding.py",
+}
 
 
 def imports(path: pathlib.Path) -> set[str]:

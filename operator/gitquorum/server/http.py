@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-from aiohttp import web
+from aiohttp import typedefs, web
 
 from gitquorum import errors
 from gitquorum.protocol import pktline, reporting, smarthttp
@@ -56,6 +56,7 @@ _STATUSES: tuple[tuple[type[errors.GitquorumError], int, str], ...] = (
     (errors.Unauthorized, 401, "unauthorized"),
     (errors.Forbidden, 403, "forbidden"),
     (errors.RepositoryNotFound, 404, "not_found"),
+    (errors.Conflict, 409, "conflict"),
     (errors.RequestTimeout, 408, "timeout"),
     (errors.BodyTooLarge, 413, "too_large"),
     (errors.UnsupportedMediaType, 415, "unsupported_media_type"),
@@ -82,6 +83,7 @@ class Exchange:
 EXCHANGE = web.RequestKey("exchange", Exchange)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = typedefs.Middleware
 
 
 class Server:
@@ -93,10 +95,18 @@ class Server:
         *,
         environment: Mapping[str, str],
         write_path: writepath.WritePath | None = None,
+        runner: spawning.GitRunner | None = None,
+        middlewares: tuple[Middleware, ...] = (),
+        not_ready: Callable[[], str | None] | None = None,
     ) -> None:
+        self._not_ready = not_ready
+        """Says why the server should get no traffic now (a replica out of sync), or None."""
         self.settings = config
+        self._middlewares = middlewares
         self.limits = config.limits
-        self.runner = spawning.GitRunner(config.git, config.limits, environment=environment)
+        self.runner = runner or spawning.GitRunner(
+            config.git, config.limits, environment=environment
+        )
         self.resolver = repositories.Resolver(config.root)
         self.authenticator = auth.Authenticator(
             config.access.auth_file,
@@ -118,7 +128,9 @@ class Server:
         self.draining = False
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[self._record])
+        # Added middlewares (a replica's forwarding) run inside the recording one, so their
+        # requests are logged and counted and their errors answered like any other.
+        app = web.Application(middlewares=[self._record, *self._middlewares])
         app.on_response_prepare.append(_server_header)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -248,6 +260,9 @@ class Server:
             raise errors.Unavailable("shutting down")
         if not await asyncio.to_thread(self.resolver.root.is_dir):
             raise errors.Unavailable(f"root {self.resolver.root} is not a directory")
+        reason = self._not_ready() if self._not_ready is not None else None
+        if reason is not None:
+            raise errors.Unavailable(reason)
         return web.Response(text="ready\n")
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:

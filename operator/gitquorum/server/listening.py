@@ -59,3 +59,39 @@ async def serve(server: http.Server, sock: socket.socket) -> None:
     finally:
         await runner.cleanup()
         log.info("stopped")
+
+
+async def serve_many(
+    apps: list[tuple[web.Application, socket.socket]], *, server: http.Server, started: str
+) -> None:
+    """Serves several applications (a replica's git and replication ports) until SIGTERM."""
+    runners: list[web.AppRunner] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        for app, sock in apps:
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                auto_decompress=False,
+                handle_signals=False,
+                shutdown_timeout=server.settings.shutdown_timeout,
+            )
+            await runner.setup()
+            runners.append(runner)
+            await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
+        addresses = ", ".join(_url(sock) for _, sock in apps)
+        log.info("%s on %s", started, addresses)
+        await stop.wait()
+        server.draining = True
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        log.info("stopped")
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -68,9 +68,10 @@ class GitRunner:
         limits: settings.Limits,
         *,
         environment: Mapping[str, str],
+        config: Mapping[str, str] | None = None,
     ) -> None:
         self._executable = options.executable
-        self._config = server_config(options)
+        self._config = {**server_config(options), **(config or {})}
         self._queue_timeout = limits.queue_timeout
         self._slots = asyncio.Semaphore(limits.max_git_processes)
         self._environment = {

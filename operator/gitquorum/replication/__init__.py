@@ -1,0 +1,1 @@
+"""Quorum replication of one repository across its replicas (``gitquorum replica``)."""

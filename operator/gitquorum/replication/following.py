@@ -1,0 +1,256 @@
+"""The follower: stores what the leader proposes, applies what it decided, serves reads
+under a lease, and catches up when it finds itself behind.
+
+A follower answers the leader's messages in the order of its own log: a transaction is
+stored only if it is the next generation, applied only if it is the one stored. Anything
+else means the follower missed something, and it copies the leader's state (``catchup``)
+rather than guess. It obeys only the newest term it has seen (``store.observe_term``), so a
+deposed leader cannot change it.
+
+Reads: the follower asks the leader for a lease at every heartbeat interval, and serves
+reads only until ``sent + follower_lease``, measured from when it asked, which is before the
+leader granted it; the leader records the lease as lasting from when it granted it. The
+leader waits out the lease of a follower that has not applied a write before it
+acknowledges that write, so a client never reads from a follower a state older than a push
+it was told succeeded.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from gitquorum import errors
+from gitquorum.replication import (
+    catchup,
+    decisions,
+    leading,
+    membership,
+    peerclient,
+    store,
+    transactions,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Following:
+    """The follower role; lives as long as the replica is not the leader."""
+
+    def __init__(
+        self,
+        *,
+        replica: str,
+        local: store.Store,
+        peers: peerclient.Peers,
+        copier: catchup.Copier,
+        timing: leading.Timing,
+        on_newer_term: Callable[[int, str | None], Awaitable[None]],
+    ) -> None:
+        self.replica = replica
+        self._store = local
+        self._peers = peers
+        self._copier = copier
+        self._timing = timing
+        self._on_newer_term = on_newer_term
+        self.lock = asyncio.Lock()
+        """Held while the repository changes: one message at a time, never during a copy."""
+        self.leader: membership.Member | None = None
+        self.leader_applied: decisions.Applied | None = None
+        self.lease_end = float("-inf")
+        self.sync = decisions.Sync.BEHIND
+        self._lease_task: asyncio.Task[None] | None = None
+        self._copy_task: asyncio.Task[None] | None = None
+
+    def follow(self, leader: membership.Member | None) -> None:
+        """Starts (or redirects) lease requests to the current leader."""
+        if leader != self.leader:
+            self.lease_end = float("-inf")
+        self.leader = leader
+        if self._lease_task is None and leader is not None:
+            self._lease_task = asyncio.ensure_future(self._leases())
+
+    async def stop(self) -> None:
+        self.lease_end = float("-inf")
+        for task in (self._lease_task, self._copy_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._lease_task = self._copy_task = None
+
+    @property
+    def readable(self) -> bool:
+        return (
+            time.monotonic() < self.lease_end
+            and not self._store.state.rebuilding
+            and not self.copying
+        )
+
+    @property
+    def copying(self) -> bool:
+        return self._copy_task is not None and not self._copy_task.done()
+
+    # -- messages from the leader ---------------------------------------------------------------
+
+    async def _accept_term(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """None if the message's term is current; otherwise the refusal to send back."""
+        term = int(message["term"])
+        if term < self._store.state.term:
+            return self._answer(ok=False, reason=f"term {term} is stale")
+        leader = message.get("leader")
+        if term > self._store.state.term or (
+            leader is not None and leader != self._store.state.leader
+        ):
+            await self._on_newer_term(term, leader)
+        return None
+
+    async def heartbeat(self, message: dict[str, Any]) -> dict[str, Any]:
+        refusal = await self._accept_term(message)
+        if refusal is not None:
+            return refusal
+        leader = decisions.Applied(
+            int(message["generation"]), str(message["transaction"]), str(message["checksum"])
+        )
+        self.leader_applied = leader
+        if not message.get("settled", False):
+            return self._answer(ok=True)
+        async with self.lock:
+            await self._reconcile(leader)
+        return self._answer(ok=True)
+
+    async def _reconcile(self, leader: decisions.Applied) -> None:
+        prepared = self._store.state.prepared
+        sync = decisions.compare(
+            self._store.applied,
+            leader,
+            prepared=None if prepared is None else prepared.id,
+            prepared_generation=0 if prepared is None else prepared.generation,
+        )
+        if self._store.state.rebuilding:
+            sync = decisions.Sync.BEHIND
+        if sync is decisions.Sync.APPLY_PREPARED and prepared is not None:
+            await self._apply(prepared)
+            return
+        self.sync = sync
+        if sync is decisions.Sync.DIVERGED:
+            log.error(
+                "refs differ from the leader's at generation %s (checksum %s, leader %s): "
+                "repairing from the leader",
+                self._store.state.generation,
+                self._store.checksum,
+                leader.checksum,
+            )
+        if sync in (decisions.Sync.BEHIND, decisions.Sync.DIVERGED):
+            self._start_copy()
+
+    async def prepare(self, message: dict[str, Any], files: AsyncIterator[bytes]) -> dict[str, Any]:
+        refusal = await self._accept_term(message)
+        if refusal is not None:
+            return refusal
+        transaction = transactions.Transaction.from_json(message["transaction"])
+        async with self.lock:
+            expected = self._store.state.generation + 1
+            if self.copying or self._store.state.rebuilding or transaction.generation != expected:
+                reason = f"at generation {self._store.state.generation}, catching up"
+                if transaction.generation > expected:
+                    self._start_copy()
+                return self._answer(ok=False, reason=reason)
+            held = self._store.state.prepared
+            if held is not None and held.position > transaction.position:
+                return self._answer(ok=False, reason=f"holds the newer {held.position}")
+            await self._store.stage_from_stream(transaction, files)
+            await self._store.record_prepared(transaction)
+        return self._answer(ok=True)
+
+    async def commit(self, message: dict[str, Any]) -> dict[str, Any]:
+        refusal = await self._accept_term(message)
+        if refusal is not None:
+            return refusal
+        transaction_id = str(message["transaction"])
+        async with self.lock:
+            state = self._store.state
+            if state.last_transaction == transaction_id:
+                return self._answer(ok=True)
+            prepared = state.prepared
+            if prepared is None or prepared.id != transaction_id:
+                self._start_copy()
+                return self._answer(ok=False, reason="transaction not held here")
+            if not await self._apply(prepared):
+                return self._answer(ok=False, reason="transaction does not apply here")
+        return self._answer(ok=True)
+
+    async def abort(self, message: dict[str, Any]) -> dict[str, Any]:
+        refusal = await self._accept_term(message)
+        if refusal is not None:
+            return refusal
+        async with self.lock:
+            await self._store.drop_prepared(str(message["transaction"]))
+        return self._answer(ok=True)
+
+    async def _apply(self, transaction: transactions.Transaction) -> bool:
+        try:
+            await self._store.apply(transaction, check_old=True)
+        except errors.ReplicationError as error:
+            log.error("%s: repairing from the leader", error)
+            self.sync = decisions.Sync.DIVERGED
+            self._start_copy()
+            return False
+        return True
+
+    def _answer(self, *, ok: bool, reason: str = "") -> dict[str, Any]:
+        applied = self._store.applied
+        return {
+            "ok": ok,
+            "reason": reason,
+            "term": self._store.state.term,
+            "generation": applied.generation,
+            "transaction": applied.transaction,
+            "checksum": applied.checksum,
+        }
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def _leases(self) -> None:
+        while True:
+            started = time.monotonic()
+            await self._ask_lease(started)
+            await asyncio.sleep(max(0.0, self._timing.heartbeat - (time.monotonic() - started)))
+
+    async def _ask_lease(self, sent: float) -> None:
+        leader = self.leader
+        if leader is None or self._store.state.rebuilding:
+            return
+        applied = self._store.applied
+        message = {
+            "term": self._store.state.term,
+            "replica": self.replica,
+            "generation": applied.generation,
+            "transaction": applied.transaction,
+            "checksum": applied.checksum,
+        }
+        try:
+            answer = await self._peers.call(
+                leader.peer_url, "/replication/lease", message, timeout=self._timing.heartbeat * 4
+            )
+        except peerclient.PeerError:
+            return
+        if answer.get("granted") and int(answer.get("term", -1)) == self._store.state.term:
+            self.lease_end = sent + self._timing.follower_lease
+            self.sync = decisions.Sync.IN_SYNC
+
+    # -- catching up ----------------------------------------------------------------------------
+
+    def _start_copy(self) -> None:
+        if self.copying or self.leader is None:
+            return
+        self.lease_end = float("-inf")
+        self._copy_task = asyncio.ensure_future(self._copy(self.leader))
+
+    async def _copy(self, leader: membership.Member) -> None:
+        try:
+            await self._copier.copy(leader, lock=self.lock)
+        except Exception as error:  # logged and retried at the next heartbeat
+            log.warning("catching up from %s failed: %s", leader.id, error)

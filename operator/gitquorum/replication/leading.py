@@ -1,0 +1,475 @@
+"""The leader: one writer per repository, majority before acknowledgement, leases for reads.
+
+A push reaches the leader's git receive-pack, whose pre-receive hook hands the push over
+(``hooks``). Under the write lock, one push at a time, the leader:
+
+1. checks each update's old value against the refs it holds (a client that pushed on a
+   stale view is turned down as git would turn it down, before anything is replicated);
+2. stages the push's pack files, records the transaction as prepared, and sends it to every
+   follower (``prepare``); each follower stores the files and the exact updates durably;
+3. once a majority of the voters (itself included) holds it, the transaction is decided:
+   the hook lets receive-pack move the objects and refs, and the leader makes sure its refs
+   are exactly the decided ones and records the new generation;
+4. it tells the followers to apply it (``commit``) and acknowledges the push once every
+   follower has either applied it or lost the read lease it was granted, so no replica
+   serves a state older than an acknowledged push.
+
+Without a majority within the prepare timeout the push is turned down and the transaction
+abandoned. Heartbeats keep the leader's own lease (it serves reads only while a majority
+answered within ``leader_lease``), carry its applied state to the followers, and tell it who
+is behind; followers ask it for their read leases (``grant_lease``).
+
+A new leader first waits for the old leader's leases to lapse (``decisions.promotion_wait``)
+and proposes again any transaction it holds prepared; only then does it take writes.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gitquorum import errors
+from gitquorum.replication import (
+    decisions,
+    hooks,
+    membership,
+    peerclient,
+    store,
+    transactions,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """How long things may take, in seconds; see the replica's command line for defaults."""
+
+    leader_lease: float = 1.5
+    """A leader serves reads while a majority answered its heartbeats within this."""
+    follower_lease: float = 1.5
+    """A follower serves reads for this long after the leader confirmed it in sync."""
+    heartbeat: float = 0.25
+    """Interval of heartbeats and of lease requests."""
+    prepare: float = 10.0
+    """A push is turned down when a majority has not stored it within this."""
+    message: float = 5.0
+    """Timeout of one replication message."""
+
+
+@dataclasses.dataclass
+class Follower:
+    """What the leader knows of one follower."""
+
+    member: membership.Member
+    acked_term: bool = False
+    heartbeat_sent: float = float("-inf")
+    """Send time of the newest heartbeat it answered (monotonic)."""
+    applied: decisions.Applied | None = None
+    lease_end: float = float("-inf")
+    reachable: bool = False
+    error: str = ""
+
+
+class Leadership:
+    """The leader role for one term; discarded when the replica steps down."""
+
+    def __init__(
+        self,
+        *,
+        replica: str,
+        configuration: membership.Configuration,
+        local: store.Store,
+        peers: peerclient.Peers,
+        timing: Timing,
+        previous_leader: str | None,
+        on_fenced: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.replica = replica
+        self.configuration = configuration
+        self.term = configuration.term
+        self._store = local
+        self._peers = peers
+        self._timing = timing
+        self._on_fenced = on_fenced
+        self.followers = {member.id: Follower(member) for member in configuration.others(replica)}
+        self._previous_stopped = (
+            previous_leader is None
+            or previous_leader == replica
+            or previous_leader in configuration.stopped
+        )
+        self.write_lock = asyncio.Lock()
+        self._seq = 0
+        self.ready = False
+        self.ready_reason = "waiting for a majority to take the new term"
+        self._majority_since: float | None = None
+        self.lease_generation = local.state.generation
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = False
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for follower in self.followers.values():
+            self._spawn(self._heartbeats(follower))
+        self._spawn(self._take_office())
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self.ready = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    @property
+    def voters(self) -> frozenset[str]:
+        return self.configuration.voters
+
+    def lease_end(self) -> float:
+        """Until when this leader may serve reads: a majority answered heartbeats sent since."""
+        times = [time.monotonic() if self.replica in self.voters else float("-inf")]
+        times += [
+            follower.heartbeat_sent
+            for replica, follower in self.followers.items()
+            if replica in self.voters
+        ]
+        times.sort(reverse=True)
+        return times[decisions.quorum(len(self.voters)) - 1] + self._timing.leader_lease
+
+    @property
+    def readable(self) -> bool:
+        return self.ready and time.monotonic() < self.lease_end()
+
+    def grant_lease(self, replica: str, applied: decisions.Applied) -> bool:
+        """A follower asks to serve reads: yes while in sync and this leader leads."""
+        follower = self.followers.get(replica)
+        if follower is None:
+            return False
+        follower.applied = applied
+        leader = self._store.applied
+        granted = self.lease_generation == leader.generation and decisions.may_grant_lease(
+            follower=applied, leader=leader, leading=self.readable
+        )
+        if granted:
+            follower.lease_end = time.monotonic() + self._timing.follower_lease
+        return granted
+
+    # -- heartbeats -----------------------------------------------------------------------------
+
+    async def _heartbeats(self, follower: Follower) -> None:
+        while not self._stopped:
+            started = time.monotonic()
+            await self._heartbeat(follower, started)
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(0.0, self._timing.heartbeat - elapsed))
+
+    async def _heartbeat(self, follower: Follower, sent: float) -> None:
+        applied = self._store.applied
+        message = {
+            "term": self.term,
+            "leader": self.replica,
+            "generation": applied.generation,
+            "transaction": applied.transaction,
+            "checksum": applied.checksum,
+            # Until it has settled what it holds prepared, a new leader's applied state may
+            # be behind a follower's: followers must not repair towards it yet.
+            "settled": self.ready,
+        }
+        try:
+            answer = await self._peers.call(
+                follower.member.peer_url,
+                "/replication/heartbeat",
+                message,
+                timeout=self._timing.heartbeat * 4,
+            )
+        except peerclient.PeerError as error:
+            follower.reachable = False
+            follower.error = str(error)
+            return
+        follower.reachable = True
+        follower.error = ""
+        if await self._check_term(answer):
+            follower.acked_term = True
+            follower.heartbeat_sent = max(follower.heartbeat_sent, sent)
+            follower.applied = _applied(answer)
+
+    async def _check_term(self, answer: dict[str, Any]) -> bool:
+        """Whether a peer's answer accepts this term; steps down if it knows a newer one."""
+        term = int(answer.get("term", 0))
+        if term > self.term:
+            log.warning(
+                "a peer is at term %s, above this leader's %s: stepping down", term, self.term
+            )
+            self._stopped = True
+            await self._on_fenced(term)
+            return False
+        return bool(answer.get("ok"))
+
+    # -- taking office --------------------------------------------------------------------------
+
+    async def _take_office(self) -> None:
+        """Waits out the old leader's leases, then completes what it left prepared."""
+        while not self._stopped:
+            acked = {self.replica} | {r for r, f in self.followers.items() if f.acked_term}
+            if decisions.has_quorum(acked, self.voters):
+                break
+            await asyncio.sleep(self._timing.heartbeat / 2)
+        majority_at = time.monotonic()
+        while not self._stopped:
+            unconfirmed = [
+                replica
+                for replica, follower in self.followers.items()
+                if not follower.acked_term and replica not in self.configuration.stopped
+            ]
+            wait = decisions.promotion_wait(
+                leader_lease=self._timing.leader_lease,
+                follower_lease=self._timing.follower_lease,
+                previous_leader_stopped=self._previous_stopped,
+                unconfirmed=unconfirmed,
+            )
+            remaining = majority_at + wait - time.monotonic()
+            if remaining <= 0:
+                break
+            self.ready_reason = f"waiting {remaining:.1f} s for the previous leases to lapse"
+            await asyncio.sleep(min(remaining, self._timing.heartbeat))
+        async with self.write_lock:
+            await self._resolve_prepared()
+        self.ready = True
+        self.ready_reason = ""
+        log.info("leading term %s at generation %s", self.term, self._store.state.generation)
+
+    async def _resolve_prepared(self) -> None:
+        prepared = self._store.state.prepared
+        action = decisions.resolve_prepared(
+            None if prepared is None else prepared.position,
+            generation=self._store.state.generation,
+        )
+        if prepared is None or action is decisions.Prepared.NONE:
+            return
+        if action is decisions.Prepared.DISCARD:
+            await self._store.drop_prepared()
+            return
+        log.info(
+            "proposing again transaction %s left prepared at generation %s",
+            prepared.id,
+            prepared.generation,
+        )
+        again = dataclasses.replace(
+            prepared, id=uuid.uuid4().hex, term=self.term, seq=self._next_seq()
+        )
+        self._store.staging_for(prepared).rename(self._store.staging_for(again))
+        await self._store.record_prepared(again)
+        while not self._stopped:
+            if await self._replicate(again):
+                await self._finish(again)
+                return
+            log.warning("no majority for the prepared transaction yet; retrying")
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # -- pushes ---------------------------------------------------------------------------------
+
+    async def push(self, channel: hooks.Channel, received: asyncio.Event) -> bool:
+        """Decides one push handed over by its hook; True once it is acknowledged.
+
+        ``received`` is set when git receive-pack has exited, whatever happened to it.
+        """
+        request = await channel.request()
+        async with self.write_lock:
+            reason = self._refusal(request)
+            if reason is not None:
+                channel.reply(reason=reason)
+                return False
+            transaction = self._transaction(request)
+            await self._store.stage_from_quarantine(transaction, request.quarantine)
+            await self._store.record_prepared(transaction)
+            if not await self._replicate(transaction):
+                await self._abandon(transaction)
+                channel.reply(reason=self._no_quorum_reason())
+                return False
+            channel.reply()
+            await received.wait()
+            await self._finish(transaction)
+            return True
+
+    def _refusal(self, request: hooks.Request) -> str | None:
+        if not self.ready:
+            return f"the leader is not ready: {self.ready_reason}"
+        for change in request.changes:
+            current = self._store.refs.get(change.ref, transactions.ZERO_ID)
+            if current != change.old:
+                return f"{change.ref} moved while you pushed (fetch first)"
+        return None
+
+    def _transaction(self, request: hooks.Request) -> transactions.Transaction:
+        files = (
+            transactions.pack_files(request.quarantine / "pack")
+            if request.quarantine is not None
+            else []
+        )
+        return transactions.Transaction(
+            id=uuid.uuid4().hex,
+            term=self.term,
+            generation=self._store.state.generation + 1,
+            seq=self._next_seq(),
+            changes=tuple(request.changes),
+            head=self._new_head(request.changes),
+            files=tuple(files),
+        )
+
+    def _new_head(self, changes: list[transactions.Change]) -> str | None:
+        """Where HEAD goes when it names no branch and the push creates some."""
+        if self._store.head in self._store.refs:
+            return None
+        for change in changes:
+            if change.ref.startswith("refs/heads/") and not change.deletes:
+                if change.ref != self._store.head:
+                    return change.ref
+                return None
+        return None
+
+    async def _replicate(self, transaction: transactions.Transaction) -> bool:
+        """Sends a prepared transaction to the followers; True once a majority holds it."""
+        holders = {self.replica}
+        if decisions.has_quorum(holders, self.voters):
+            return True
+        message = {"term": self.term, "leader": self.replica, "transaction": transaction.to_json()}
+        staging = self._store.staging_for(transaction)
+        sends = {
+            asyncio.ensure_future(
+                self._peers.prepare(
+                    follower.member.peer_url,
+                    message,
+                    staging=staging,
+                    files=transaction.files,
+                    timeout=self._timing.prepare,
+                )
+            ): replica
+            for replica, follower in self.followers.items()
+        }
+        deadline = time.monotonic() + self._timing.prepare
+        pending = set(sends)
+        try:
+            while pending and not decisions.has_quorum(holders, self.voters):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                done, pending = await asyncio.wait(
+                    pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                for send in done:
+                    if await self._confirmed(send, sends[send]):
+                        holders.add(sends[send])
+        finally:
+            for send in pending:  # a slow follower still gets it, and catches up if not
+                self._spawn(_quietly(send))
+        if self._stopped:
+            raise errors.Fenced("a newer term took over during the push")
+        return decisions.has_quorum(holders, self.voters)
+
+    async def _confirmed(self, send: "asyncio.Future[dict[str, Any]]", replica: str) -> bool:
+        try:
+            answer = send.result()
+        except peerclient.PeerError as error:
+            log.info("prepare on %s failed: %s", replica, error)
+            return False
+        if not await self._check_term(answer):
+            log.info("prepare on %s not stored: %s", replica, answer.get("reason"))
+            return False
+        return True
+
+    def _no_quorum_reason(self) -> str:
+        needed = decisions.quorum(len(self.voters))
+        # Some replicas may have stored it without confirming in time: a later leader could
+        # still complete it, so the client is told it failed, not that nothing happened.
+        return (
+            f"no quorum: fewer than {needed} of {len(self.voters)} replicas confirmed the push "
+            f"within {self._timing.prepare:g} s; it is not applied (fetch before pushing again)"
+        )
+
+    async def _abandon(self, transaction: transactions.Transaction) -> None:
+        await self._store.drop_prepared(transaction.id)
+        message = {"term": self.term, "transaction": transaction.id}
+        for follower in self.followers.values():
+            self._spawn(
+                _quietly(self._peers.call(follower.member.peer_url, "/replication/abort", message))
+            )
+
+    async def _finish(self, transaction: transactions.Transaction) -> None:
+        """Applies a decided transaction here, then everywhere, honouring read leases."""
+        self.lease_generation = transaction.generation
+        await self._store.apply(transaction, check_old=False)
+        message = {
+            "term": self.term,
+            "transaction": transaction.id,
+            "generation": transaction.generation,
+        }
+        commits = {
+            asyncio.ensure_future(
+                self._peers.call(follower.member.peer_url, "/replication/commit", message)
+            ): replica
+            for replica, follower in self.followers.items()
+        }
+        applied: set[str] = set()
+        pending = set(commits)
+        while True:
+            leases = {r: f.lease_end for r, f in self.followers.items()}
+            wait = decisions.commit_wait(time.monotonic(), lease_ends=leases, applied=applied)
+            if wait <= 0 or not pending:
+                break
+            done, pending = await asyncio.wait(
+                pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
+            for commit in done:
+                with contextlib.suppress(peerclient.PeerError):
+                    if commit.result().get("ok"):
+                        applied.add(commits[commit])
+        for commit in pending:
+            self._spawn(_quietly(commit))
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "ready": self.ready,
+            "waiting": self.ready_reason,
+            "leaseSeconds": round(max(0.0, self.lease_end() - now), 3),
+            "followers": {
+                replica: {
+                    "reachable": follower.reachable,
+                    "generation": None if follower.applied is None else follower.applied.generation,
+                    "inSync": follower.applied is not None
+                    and follower.applied.generation == self._store.state.generation
+                    and follower.applied.checksum == self._store.checksum,
+                    "error": follower.error,
+                }
+                for replica, follower in self.followers.items()
+            },
+        }
+
+
+def _applied(answer: dict[str, Any]) -> decisions.Applied:
+    return decisions.Applied(
+        int(answer.get("generation", 0)),
+        str(answer.get("transaction", "")),
+        str(answer.get("checksum", "")),
+    )
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    with contextlib.suppress(Exception):
+        await awaitable

@@ -1,0 +1,212 @@
+"""The replication port: messages between replicas, git for copies, the controller's API.
+
+Routes (every one but ``/healthz`` needs a bearer token):
+
+- ``POST /replication/{heartbeat,prepare,commit,abort,lease}``, ``GET /replication/snapshot``:
+  the replication protocol (``leading``, ``following``), with the shared replication token;
+- ``GET /replication/git/info/refs``, ``POST /replication/git/git-upload-pack``: git fetch
+  of any object, for copies (``catchup``), with the replication token;
+- ``GET /admin/status``, ``PUT /admin/configuration``: the controller's view and its word
+  (``replica``), with the admin token.
+
+A prepare's body is a 4-byte big-endian length, that many bytes of JSON, then the
+transaction's pack files back to back. Answers are JSON; a refused message is answered 200
+with ``ok: false`` and the reason, so the sender learns this replica's term and generation.
+"""
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gitquorum import errors
+from gitquorum.protocol import smarthttp
+from gitquorum.replication import decisions, membership, replica
+from gitquorum.server import bodies, clients, repositories, services, writepath
+
+log = logging.getLogger(__name__)
+
+# A prepare's JSON header holds the ref updates of one push; this bounds what a peer can
+# make us hold in memory before the files start.
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A copy's fetch negotiation lists wanted and present objects.
+MAX_NEGOTIATION_BYTES = 256 * 1024 * 1024
+UPLOAD_PACK = smarthttp.Service.UPLOAD_PACK
+
+JsonHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class PeerApi:
+    """The aiohttp application of the replication port."""
+
+    def __init__(
+        self,
+        member: replica.Replica,
+        *,
+        git: services.Services,
+        repository: repositories.Repository,
+        peer_token: str,
+        admin_token: str,
+    ) -> None:
+        self._replica = member
+        self._git = git
+        self._repository = repository
+        self._peer_token = peer_token
+        self._admin_token = admin_token
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors], client_max_size=MAX_MESSAGE_BYTES)
+        following = self._replica.following
+        app.router.add_get("/healthz", self._healthz)
+        for name, handler in (
+            ("heartbeat", following.heartbeat),
+            ("commit", following.commit),
+            ("abort", following.abort),
+            ("lease", self._lease),
+        ):
+            app.router.add_post(f"/replication/{name}", self._json(handler))
+        app.router.add_post("/replication/prepare", self._prepare)
+        app.router.add_get("/replication/snapshot", self._snapshot)
+        app.router.add_get("/replication/git/info/refs", self._info_refs)
+        app.router.add_post("/replication/git/git-upload-pack", self._upload_pack)
+        app.router.add_get("/admin/status", self._status)
+        app.router.add_put("/admin/configuration", self._configure)
+        return app
+
+    # -- access ---------------------------------------------------------------------------------
+
+    def _require(self, request: web.Request, token: str) -> None:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise errors.Unauthorized("a valid bearer token is needed")
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            if request.path.startswith("/replication/"):
+                self._require(request, self._peer_token)
+            elif request.path.startswith("/admin/"):
+                self._require(request, self._admin_token)
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except errors.Unauthorized as error:
+            return _error(401, str(error))
+        except errors.Conflict as error:
+            return _error(409, str(error))
+        except (errors.BadRequest, errors.ReplicationError, KeyError, TypeError, ValueError) as e:
+            log.warning("refused %s %s: %s", request.method, request.path, e)
+            return _error(400, f"malformed message: {e}")
+        except errors.Unavailable as error:
+            return _error(503, str(error))
+
+    # -- replication ----------------------------------------------------------------------------
+
+    def _json(self, handler: JsonHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def answer(request: web.Request) -> web.Response:
+            message = await request.json()
+            if not isinstance(message, dict):
+                raise errors.BadRequest("a message is a JSON object")
+            return web.json_response(await handler(message))
+
+        return answer
+
+    async def _prepare(self, request: web.Request) -> web.Response:
+        length = int.from_bytes(await request.content.readexactly(4), "big")
+        if length > MAX_HEADER_BYTES:
+            raise errors.BadRequest(f"prepare header of {length} bytes")
+        message = json.loads(await request.content.readexactly(length))
+        files = bodies.chunks(request.content.readany, idle_timeout=60.0)
+        return web.json_response(await self._replica.following.prepare(message, files))
+
+    async def _lease(self, message: dict[str, Any]) -> dict[str, Any]:
+        leadership = self._replica.leadership
+        term = self._replica.store.state.term
+        if leadership is None or int(message["term"]) != term:
+            return {"granted": False, "term": term}
+        applied = _applied(message)
+        return {"granted": leadership.grant_lease(str(message["replica"]), applied), "term": term}
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        leadership = self._replica.leadership
+        lock = leadership.write_lock if leadership is not None else self._replica.following.lock
+        local = self._replica.store
+        async with lock:
+            state = local.state
+            snapshot = {
+                "term": state.term,
+                "generation": state.generation,
+                "transaction": state.last_transaction,
+                "lastTerm": state.last_term,
+                "lastSeq": state.last_seq,
+                "checksum": local.checksum,
+                "head": local.head,
+                "refs": dict(local.refs),
+            }
+        return web.json_response(snapshot)
+
+    # -- git for copies -------------------------------------------------------------------------
+
+    def _client(self, request: web.Request) -> clients.Client:
+        protocol = smarthttp.GitProtocol.parse(request.headers.get(smarthttp.GIT_PROTOCOL_HEADER))
+        return clients.Client(user="replica", address=request.remote or "-", protocol=protocol)
+
+    async def _info_refs(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("service") != UPLOAD_PACK.command:
+            raise errors.BadRequest("only git-upload-pack is served here")
+        output = self._git.advertise(
+            self._repository, service=UPLOAD_PACK, client=self._client(request)
+        )
+        return await _stream(request, output, UPLOAD_PACK.advertisement_type)
+
+    async def _upload_pack(self, request: web.Request) -> web.StreamResponse:
+        raw = bodies.chunks(request.content.readany, idle_timeout=60.0)
+        decoded = bodies.decode(
+            raw, encoding=request.headers.get("Content-Encoding"), limit=MAX_NEGOTIATION_BYTES
+        )
+        body = await bodies.read_all(decoded)
+        output = self._git.upload_pack(self._repository, client=self._client(request), body=body)
+        return await _stream(request, output, UPLOAD_PACK.result_type)
+
+    # -- admin ----------------------------------------------------------------------------------
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._replica.status())
+
+    async def _configure(self, request: web.Request) -> web.Response:
+        configuration = membership.Configuration.from_json(await request.json())
+        await self._replica.configure(configuration)
+        return web.json_response(self._replica.status())
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+
+def _applied(message: dict[str, Any]) -> decisions.Applied:
+    return decisions.Applied(
+        int(message["generation"]), str(message["transaction"]), str(message["checksum"])
+    )
+
+
+async def _stream(
+    request: web.Request,
+    output: writepath.Output,
+    content_type: str,
+) -> web.StreamResponse:
+    async with output as chunks:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"ok": False, "reason": message}, status=status)

@@ -1,0 +1,210 @@
+"""One replica: its store, its role in the current term, and what it tells the controller.
+
+The controller (the operator, or ``gitquorum local``) names the leader and the term in a
+configuration it sends to every replica (``configure``). A replica obeys only a term at least
+as new as any it has seen, and stores the term before it obeys; a configuration of an older
+term, or of the same term naming another leader, is refused. The replica that the
+configuration names leads (``leading``); every other one follows (``following``). A leader
+that learns of a newer term from a peer steps down at once.
+
+What a replica reports (``status``) is what the controller decides on: its term, its log
+position, whether it may lead, whether it serves reads, how far behind it is.
+"""
+
+import asyncio
+import enum
+import logging
+import time
+from typing import Any
+
+from gitquorum import errors
+from gitquorum.replication import (
+    catchup,
+    following,
+    leading,
+    membership,
+    peerclient,
+    store,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Role(enum.Enum):
+    LEADER = "Leader"
+    FOLLOWER = "Follower"
+
+
+class Replica:
+    """The replication state machine of one replica process."""
+
+    def __init__(
+        self,
+        *,
+        replica: str,
+        local: store.Store,
+        peers: peerclient.Peers,
+        copier: catchup.Copier,
+        timing: leading.Timing,
+    ) -> None:
+        self.id = replica
+        self.store = local
+        self.peers = peers
+        self.copier = copier
+        self.timing = timing
+        self.configuration: membership.Configuration | None = None
+        self.leadership: leading.Leadership | None = None
+        self.following = following.Following(
+            replica=replica,
+            local=local,
+            peers=peers,
+            copier=copier,
+            timing=timing,
+            on_newer_term=self._newer_term,
+        )
+        self._changing = asyncio.Lock()
+        self._background: set[asyncio.Future[None]] = set()
+        self.started = time.monotonic()
+
+    @property
+    def role(self) -> Role:
+        return Role.LEADER if self.leadership is not None else Role.FOLLOWER
+
+    @property
+    def leader(self) -> membership.Member | None:
+        if self.configuration is None or self.store.state.leader is None:
+            return None
+        return self.configuration.member(self.store.state.leader)
+
+    @property
+    def readable(self) -> bool:
+        """Whether this replica may serve reads now without serving a stale state."""
+        if self.leadership is not None:
+            return self.leadership.readable
+        return self.following.readable
+
+    @property
+    def writable(self) -> bool:
+        return self.leadership is not None and self.leadership.ready
+
+    async def configure(self, configuration: membership.Configuration) -> None:
+        """Takes a configuration from the controller; raises Conflict if it is outdated."""
+        async with self._changing:
+            state = self.store.state
+            if configuration.term < state.term:
+                raise errors.Conflict(
+                    f"term {configuration.term} is older than this replica's {state.term}"
+                )
+            if configuration.term == state.term and state.leader not in (
+                None,
+                configuration.leader,
+            ):
+                raise errors.Conflict(
+                    f"term {state.term} already has leader {state.leader}, "
+                    f"not {configuration.leader}"
+                )
+            previous_leader = state.leader
+            await self.store.observe_term(configuration.term, configuration.leader)
+            renewed = (
+                self.leadership is None
+                or self.leadership.term != configuration.term
+                or configuration != self.configuration
+            )
+            self.configuration = configuration
+            if configuration.leader == self.id:
+                if renewed:
+                    await self._lead(configuration, previous_leader)
+            else:
+                await self._follow()
+            log.info(
+                "term %s: %s leads; this replica (%s) is %s",
+                configuration.term,
+                configuration.leader,
+                self.id,
+                self.role.value.lower(),
+            )
+
+    async def _lead(
+        self, configuration: membership.Configuration, previous_leader: str | None
+    ) -> None:
+        await self.following.stop()
+        if self.leadership is not None:
+            await self.leadership.stop()
+        self.leadership = leading.Leadership(
+            replica=self.id,
+            configuration=configuration,
+            local=self.store,
+            peers=self.peers,
+            timing=self.timing,
+            previous_leader=previous_leader,
+            on_fenced=self._fenced,
+        )
+        self.leadership.start()
+
+    async def _follow(self) -> None:
+        if self.leadership is not None:
+            await self.leadership.stop()
+            self.leadership = None
+        self.following.follow(self.leader)
+
+    async def _fenced(self, term: int) -> None:
+        """A peer knows a newer term: this leader's word is void; follow whoever leads it."""
+        # A task of its own: stepping down cancels the leader's tasks, the caller among them.
+        task = asyncio.ensure_future(self._newer_term(term, None))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _newer_term(self, term: int, leader: str | None) -> None:
+        async with self._changing:
+            if term < self.store.state.term:
+                return
+            await self.store.observe_term(term, leader)
+            await self._follow()
+
+    async def close(self) -> None:
+        if self.leadership is not None:
+            await self.leadership.stop()
+        await self.following.stop()
+        await self.peers.close()
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        state = self.store.state
+        prepared = state.prepared
+        leader_applied = self.following.leader_applied
+        lag = (
+            0
+            if self.leadership is not None or leader_applied is None
+            else max(0, leader_applied.generation - state.generation)
+        )
+        status: dict[str, Any] = {
+            "replica": self.id,
+            "role": self.role.value,
+            "term": state.term,
+            "leader": state.leader,
+            "generation": state.generation,
+            "checksum": self.store.checksum,
+            "transaction": state.last_transaction,
+            "position": [state.position.term, state.position.generation, state.position.seq],
+            "prepared": None
+            if prepared is None
+            else {"id": prepared.id, "generation": prepared.generation, "term": prepared.term},
+            "eligible": not state.rebuilding,
+            "readable": self.readable,
+            "writable": self.writable,
+            "state": self._sync_state(),
+            "lag": lag,
+            "copy": vars(self.copier.progress) | {"active": self.following.copying},
+            "refs": len(self.store.refs),
+        }
+        if self.leadership is not None:
+            status["leading"] = self.leadership.describe()
+        return status
+
+    def _sync_state(self) -> str:
+        if self.store.state.rebuilding or self.following.copying:
+            return "Rebuilding"
+        if self.leadership is not None:
+            return "InSync" if self.leadership.ready else "Promoting"
+        return self.following.sync.value
