@@ -55,9 +55,10 @@ class Peers:
         message: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
+        method: str | None = None,
     ) -> dict[str, Any]:
-        """POSTs ``message`` (GETs without one) and returns the JSON answer."""
-        method = "GET" if message is None else "POST"
+        """POSTs ``message`` (GETs without one, unless ``method`` says) and returns the answer."""
+        method = method or ("GET" if message is None else "POST")
         return await self._request(method, base + path, json_body=message, timeout=timeout)
 
     async def prepare(

@@ -183,6 +183,7 @@ class Replica:
             "role": self.role.value,
             "term": state.term,
             "leader": state.leader,
+            "configuredTerm": None if self.configuration is None else self.configuration.term,
             "generation": state.generation,
             "checksum": self.store.checksum,
             "transaction": state.last_transaction,
