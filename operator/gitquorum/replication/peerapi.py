@@ -158,7 +158,7 @@ class PeerApi:
         return clients.Client(user="replica", address=request.remote or "-", protocol=protocol)
 
     async def _info_refs(self, request: web.Request) -> web.StreamResponse:
-        if request.query.get("service") != UPLOAD_PACK.command:
+        if request.query.get("service") != UPLOAD_PACK.value:
             raise errors.BadRequest("only git-upload-pack is served here")
         output = self._git.advertise(
             self._repository, service=UPLOAD_PACK, client=self._client(request)
