@@ -35,6 +35,8 @@ from gitquorum.replication import (
 
 log = logging.getLogger(__name__)
 
+COPY_RETRY_SECONDS = 1.0
+
 
 class Following:
     """The follower role; lives as long as the replica is not the leader."""
@@ -63,6 +65,7 @@ class Following:
         self.sync = decisions.Sync.BEHIND
         self._lease_task: asyncio.Task[None] | None = None
         self._copy_task: asyncio.Task[None] | None = None
+        self._copy_failed_at = float("-inf")
 
     def follow(self, leader: membership.Member | None) -> None:
         """Starts (or redirects) lease requests to the current leader."""
@@ -246,11 +249,14 @@ class Following:
     def _start_copy(self) -> None:
         if self.copying or self.leader is None:
             return
+        if time.monotonic() - self._copy_failed_at < COPY_RETRY_SECONDS:
+            return  # a copy just failed (leader busy, unreachable): not one per heartbeat
         self.lease_end = float("-inf")
         self._copy_task = asyncio.ensure_future(self._copy(self.leader))
 
     async def _copy(self, leader: membership.Member) -> None:
         try:
             await self._copier.copy(leader, lock=self.lock)
-        except Exception as error:  # logged and retried at the next heartbeat
+        except Exception as error:  # logged and retried at a later heartbeat
+            self._copy_failed_at = time.monotonic()
             log.warning("catching up from %s failed: %s", leader.id, error)
