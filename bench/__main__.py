@@ -11,6 +11,7 @@ import sys
 
 BENCHMARKS = {
     "git-server": "bench.git_server",
+    "replication": "bench.replication",
 }
 
 

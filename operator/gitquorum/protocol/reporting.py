@@ -48,3 +48,36 @@ def rejection(commands: refupdates.PushCommands, reason: str) -> bytes:
 
 def _packets(lines: Iterable[bytes]) -> bytes:
     return b"".join(pktline.encode(line) for line in lines)
+
+
+def updated_refs(output: bytes, *, sideband_enabled: bool) -> frozenset[str]:
+    """The refs a receive-pack report-status says were updated (``ok <ref>``).
+
+    Anything unexpected yields fewer refs, never more: a caller that finds a ref missing
+    writes it itself.
+    """
+    report = _demultiplexed(output) if sideband_enabled else output
+    updated: set[str] = set()
+    decoder = pktline.Decoder()
+    decoder.feed(report)
+    try:
+        while (packet := decoder.next()) is not None:
+            if packet.line.startswith(b"ok "):
+                updated.add(packet.line[3:].decode("utf-8", "replace"))
+    except Exception:  # a malformed report: trust nothing of it
+        return frozenset()
+    return frozenset(updated)
+
+
+def _demultiplexed(output: bytes) -> bytes:
+    decoder = pktline.Decoder()
+    decoder.feed(output)
+    data = bytearray()
+    try:
+        while (packet := decoder.next()) is not None:
+            payload = packet.payload
+            if payload and payload[0] == dulwich_protocol.SIDE_BAND_CHANNEL_DATA:
+                data += payload[1:]
+    except Exception:
+        return b""
+    return bytes(data)

@@ -37,7 +37,8 @@ if [ -z "${{GITQUORUM_PUSH:-}}" ]; then
     echo "gitquorum: pushes to a replica go through the replica's server" >&2
     exit 1
 fi
-cat >"$GITQUORUM_PUSH/commands" || exit 1
+# Builtins only: every process started here is on the path of every push.
+while IFS= read -r line; do printf '%s\\n' "$line"; done >"$GITQUORUM_PUSH/commands" || exit 1
 exec 3<>"$GITQUORUM_PUSH/verdict" 4<>"$GITQUORUM_PUSH/request" || exit 1
 printf '%s\\n' "${{GIT_QUARANTINE_PATH:-}}" >&4
 if ! IFS= read -r -t "${{GITQUORUM_HOOK_TIMEOUT:-3600}}" verdict <&3; then

@@ -282,10 +282,13 @@ class Leadership:
 
     # -- pushes ---------------------------------------------------------------------------------
 
-    async def push(self, channel: hooks.Channel, received: asyncio.Event) -> bool:
+    async def push(
+        self, channel: hooks.Channel, received: "asyncio.Future[frozenset[str]]"
+    ) -> bool:
         """Decides one push handed over by its hook; True once it is acknowledged.
 
-        ``received`` is set when git receive-pack has exited, whatever happened to it.
+        ``received`` resolves when git receive-pack has exited, whatever happened to it, to
+        the refs git reported as updated.
         """
         request = await channel.request()
         async with self.write_lock:
@@ -295,14 +298,21 @@ class Leadership:
                 return False
             transaction = self._transaction(request)
             await self._store.stage_from_quarantine(transaction, request.quarantine)
-            await self._store.record_prepared(transaction)
-            if not await self._replicate(transaction):
+            if not await self._replicate(transaction, record=True):
                 await self._abandon(transaction)
                 channel.reply(reason=self._no_quorum_reason())
                 return False
+            # Decided: the followers may apply it while git moves objects and refs here.
+            self.lease_generation = transaction.generation
+            commits = self._send_commits(transaction)
             channel.reply()
-            await received.wait()
-            await self._finish(transaction)
+            applied_by_git = await asyncio.shield(received)
+            # Recording the generation need not come first: a restart finds the prepared
+            # transaction with its refs moved and records it then (store.open).
+            await asyncio.gather(
+                self._store.apply(transaction, check_old=False, applied_by_git=applied_by_git),
+                self._await_commits(commits),
+            )
             return True
 
     def _refusal(self, request: hooks.Request) -> str | None:
@@ -341,9 +351,23 @@ class Leadership:
                 return None
         return None
 
-    async def _replicate(self, transaction: transactions.Transaction) -> bool:
-        """Sends a prepared transaction to the followers; True once a majority holds it."""
-        holders = {self.replica}
+    async def _replicate(
+        self, transaction: transactions.Transaction, *, record: bool = False
+    ) -> bool:
+        """Sends a prepared transaction to the followers; True once a majority holds it.
+
+        With ``record`` the leader records it as prepared here at the same time: it counts
+        itself only once that is durable.
+        """
+        holders: set[str] = set()
+        if not record:
+            holders.add(self.replica)
+        pending: set[asyncio.Future[Any]] = set()
+        recording = asyncio.ensure_future(self._store.record_prepared(transaction))
+        if record:
+            pending.add(recording)
+        else:
+            recording.cancel()
         if decisions.has_quorum(holders, self.voters):
             return True
         message = {"term": self.term, "leader": self.replica, "transaction": transaction.to_json()}
@@ -361,7 +385,7 @@ class Leadership:
             for replica, follower in self.followers.items()
         }
         deadline = time.monotonic() + self._timing.prepare
-        pending = set(sends)
+        pending |= set(sends)
         try:
             while pending and not decisions.has_quorum(holders, self.voters):
                 remaining = deadline - time.monotonic()
@@ -371,11 +395,16 @@ class Leadership:
                     pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
                 for send in done:
-                    if await self._confirmed(send, sends[send]):
+                    if send is recording:
+                        send.result()  # a failure to record here fails the push
+                        holders.add(self.replica)
+                    elif await self._confirmed(send, sends[send]):
                         holders.add(sends[send])
         finally:
-            for send in pending:  # a slow follower still gets it, and catches up if not
+            for send in pending - {recording}:  # a slow follower still gets it, or catches up
                 self._spawn(_quietly(send))
+        if record and not recording.done():
+            await recording  # the state file must hold it before git moves anything
         if self._stopped:
             raise errors.Fenced("a newer term took over during the push")
         return decisions.has_quorum(holders, self.voters)
@@ -412,17 +441,26 @@ class Leadership:
         """Applies a decided transaction here, then everywhere, honouring read leases."""
         self.lease_generation = transaction.generation
         await self._store.apply(transaction, check_old=False)
+        await self._await_commits(self._send_commits(transaction))
+
+    def _send_commits(
+        self, transaction: transactions.Transaction
+    ) -> dict["asyncio.Future[dict[str, Any]]", str]:
         message = {
             "term": self.term,
             "transaction": transaction.id,
             "generation": transaction.generation,
         }
-        commits = {
+        commits: dict[asyncio.Future[dict[str, Any]], str] = {
             asyncio.ensure_future(
                 self._peers.call(follower.member.peer_url, "/replication/commit", message)
             ): replica
             for replica, follower in self.followers.items()
         }
+        return commits
+
+    async def _await_commits(self, commits: dict["asyncio.Future[dict[str, Any]]", str]) -> None:
+        """Returns once every follower applied the transaction or its read lease lapsed."""
         applied: set[str] = set()
         pending = set(commits)
         while True:

@@ -53,12 +53,15 @@ class ReplicatedWritePath:
     async def receive(self, push: writepath.Push) -> AsyncIterator[AsyncIterator[bytes]]:
         leadership = self._leadership()
         channel = hooks.Channel.open(self._channels)
-        received = asyncio.Event()
+        received: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
         deciding = asyncio.ensure_future(_decide(leadership.push(channel, received), channel))
+        output, failure = b"", None
         try:
             output, failure = await self._run(push, channel)
         finally:
-            received.set()
+            if not received.done():
+                updated = reporting.updated_refs(output, sideband_enabled=push.commands.sideband)
+                received.set_result(updated if failure is None else frozenset())
             if not channel.requested:
                 deciding.cancel()
         try:

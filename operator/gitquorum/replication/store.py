@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 STAGING_DIRECTORY = "transactions"
 STATE_FILE = "state.json"
 PACK_TRAILER_BYTES = 20
+SMALL_TRANSACTION_BYTES = 1024 * 1024
 
 
 def git_config(hooks: pathlib.Path) -> dict[str, str]:
@@ -157,6 +158,16 @@ class Store:
         """A follower's copy of a push's files, read from the leader's message, checked."""
         staging = self.staging_for(transaction)
         transactions.discard(staging)
+        if transaction.size <= SMALL_TRANSACTION_BYTES:
+            # Most pushes are small: read them whole and write, check and fsync them in one
+            # thread hop rather than one per step.
+            contents = []
+            reader = _Exact(body)
+            for file in transaction.files:
+                contents.append(b"".join([chunk async for chunk in reader.take(file.size)]))
+            await reader.end()
+            await asyncio.to_thread(_write_small, staging, transaction.files, contents)
+            return
         staging.mkdir(parents=True)
         reader = _Exact(body)
         for file in transaction.files:
@@ -186,18 +197,32 @@ class Store:
 
     # -- apply ----------------------------------------------------------------------------------
 
-    async def apply(self, transaction: transactions.Transaction, *, check_old: bool) -> None:
-        """Installs a decided transaction's files, moves its refs, records its generation."""
+    async def apply(
+        self,
+        transaction: transactions.Transaction,
+        *,
+        check_old: bool,
+        applied_by_git: frozenset[str] = frozenset(),
+    ) -> None:
+        """Installs a decided transaction's files, moves its refs, records its generation.
+
+        ``applied_by_git`` names refs that git receive-pack reported as updated (with the
+        files already moved in): they are recorded, not written again.
+        """
         staging = self.staging_for(transaction)
         pack_directory = self.repository / "objects" / "pack"
-        await asyncio.to_thread(transactions.install, staging, pack_directory, transaction.files)
         pending = [
             change
             for change in transaction.changes
             if self.refs.get(change.ref, transactions.ZERO_ID) != change.new
         ]
+        to_write = [change for change in pending if change.ref not in applied_by_git]
+        if to_write:
+            await asyncio.to_thread(
+                transactions.install, staging, pack_directory, transaction.files
+            )
         try:
-            await refstore.apply(self._runner, self.git_dir, pending, check_old=check_old)
+            await refstore.apply(self._runner, self.git_dir, to_write, check_old=check_old)
         except errors.GitFailed as error:
             raise errors.ReplicationError(
                 f"transaction {transaction.id} does not apply here: {error.message}"
@@ -311,3 +336,23 @@ def _check_trailer(path: pathlib.Path, size: int) -> None:
         trailer = source.read(PACK_TRAILER_BYTES)
     if digest.digest() != trailer:
         raise errors.ReplicationError(f"{path.name} does not match its checksum")
+
+
+def _write_small(
+    staging: pathlib.Path, files: tuple[transactions.PackFile, ...], contents: list[bytes]
+) -> None:
+    staging.mkdir(parents=True)
+    for file, data in zip(files, contents, strict=True):
+        if file.name.endswith(".pack") and not _trailer_matches(data):
+            raise errors.ReplicationError(f"{file.name} does not match its checksum")
+        path = staging / file.name
+        with path.open("wb") as output:
+            output.write(data)
+            output.flush()
+            os.fsync(output.fileno())
+    transactions.fsync_directory(staging)
+
+
+def _trailer_matches(data: bytes) -> bool:
+    body, trailer = data[:-PACK_TRAILER_BYTES], data[-PACK_TRAILER_BYTES:]
+    return len(data) >= PACK_TRAILER_BYTES and hashlib.sha1(body).digest() == trailer
