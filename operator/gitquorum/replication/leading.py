@@ -372,7 +372,7 @@ class Leadership:
             return True
         message = {"term": self.term, "leader": self.replica, "transaction": transaction.to_json()}
         staging = self._store.staging_for(transaction)
-        sends = {
+        sends: dict[asyncio.Future[Any], str] = {
             asyncio.ensure_future(
                 self._peers.prepare(
                     follower.member.peer_url,
