@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from gitquorum import errors
+from gitquorum.protocol import pktline, reporting
 from gitquorum.replication import checksum, hooks, membership, transactions
 from tests import waiting
 
@@ -183,3 +184,22 @@ def test_hook_abandoned_by_a_restarted_replica_is_answered(tmp_path: pathlib.Pat
     assert process.wait(timeout=10) == 1
     assert process.stderr is not None
     assert "restarted" in process.stderr.read()
+
+
+def _report(lines: list[bytes], *, sideband: bool) -> bytes:
+    report = b"".join(pktline.encode(line) for line in lines) + pktline.FLUSH
+    return reporting.sideband(1, report) + pktline.FLUSH if sideband else report
+
+
+@pytest.mark.parametrize("sideband", [False, True])
+def test_report_status_names_only_the_refs_git_updated(sideband: bool) -> None:
+    output = _report(
+        [b"unpack ok\n", b"ok refs/heads/main\n", b"ng refs/heads/x stale info\n"],
+        sideband=sideband,
+    )
+    assert reporting.updated_refs(output, sideband_enabled=sideband) == {"refs/heads/main"}
+
+
+def test_report_status_malformed_trusts_nothing() -> None:
+    assert reporting.updated_refs(b"00zzok refs/heads/main", sideband_enabled=False) == set()
+    assert reporting.updated_refs(b"", sideband_enabled=True) == set()
