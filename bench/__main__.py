@@ -12,6 +12,7 @@ import sys
 BENCHMARKS = {
     "git-server": "bench.git_server",
     "replication": "bench.replication",
+    "faults": "bench.faults",
 }
 
 

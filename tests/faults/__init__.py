@@ -1,0 +1,1 @@
+"""Fault tests: replicas killed and cut off under concurrent pushes, invariants checked."""
