@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import pathlib
+import random
 import secrets
 import socket
 import subprocess
@@ -40,6 +41,7 @@ from gitquorum.server import auth, passwords
 log = logging.getLogger(__name__)
 
 USER = "gitquorum"
+REPLICA_PORTS = (20000, 32000)
 LOOPBACK = "127.0.0.1"
 
 
@@ -356,7 +358,17 @@ class Controller:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free port below the kernel's ephemeral range, where relays and clients take theirs.
+
+    Replicas bind their ports after the controller chose them, and again after every
+    restart: a port the kernel could hand to any outgoing connection would be lost to them.
+    """
+    for _ in range(1000):
+        port = random.randrange(*REPLICA_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port for a replica")

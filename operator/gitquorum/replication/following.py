@@ -71,6 +71,8 @@ class Following:
         """Starts (or redirects) lease requests to the current leader."""
         if leader != self.leader:
             self.lease_end = float("-inf")
+            if self._copy_task is not None:
+                self._copy_task.cancel()  # copying from a deposed leader could hang forever
         self.leader = leader
         if self._lease_task is None and leader is not None:
             self._lease_task = asyncio.ensure_future(self._leases())
@@ -125,6 +127,8 @@ class Following:
         return self._answer(ok=True)
 
     async def _reconcile(self, leader: decisions.Applied) -> None:
+        if self._store.state.generation > leader.generation:
+            return  # a heartbeat sent before the commit this replica has applied since
         prepared = self._store.state.prepared
         sync = decisions.compare(
             self._store.applied,
@@ -154,19 +158,31 @@ class Following:
         if refusal is not None:
             return refusal
         transaction = transactions.Transaction.from_json(message["transaction"])
+        refusal = self._refuse_prepare(transaction)
+        if refusal is not None:
+            return refusal
+        # The files are read without the lock: a leader cut off in the middle of sending
+        # must not keep the next leader's messages waiting.
+        await self._store.stage_from_stream(transaction, files)
         async with self.lock:
-            expected = self._store.state.generation + 1
-            if self.copying or self._store.state.rebuilding or transaction.generation != expected:
-                reason = f"at generation {self._store.state.generation}, catching up"
-                if transaction.generation > expected:
-                    self._start_copy()
-                return self._answer(ok=False, reason=reason)
-            held = self._store.state.prepared
-            if held is not None and held.position > transaction.position:
-                return self._answer(ok=False, reason=f"holds the newer {held.position}")
-            await self._store.stage_from_stream(transaction, files)
+            refusal = self._refuse_prepare(transaction)
+            if refusal is not None:
+                transactions.discard(self._store.staging_for(transaction))
+                return refusal
             await self._store.record_prepared(transaction)
         return self._answer(ok=True)
+
+    def _refuse_prepare(self, transaction: transactions.Transaction) -> dict[str, Any] | None:
+        expected = self._store.state.generation + 1
+        if self.copying or self._store.state.rebuilding or transaction.generation != expected:
+            if transaction.generation > expected:
+                self._start_copy()
+            reason = f"at generation {self._store.state.generation}, catching up"
+            return self._answer(ok=False, reason=reason)
+        held = self._store.state.prepared
+        if held is not None and held.position > transaction.position:
+            return self._answer(ok=False, reason=f"holds the newer {held.position}")
+        return None
 
     async def commit(self, message: dict[str, Any]) -> dict[str, Any]:
         refusal = await self._accept_term(message)

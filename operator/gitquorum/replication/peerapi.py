@@ -36,6 +36,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # A copy's fetch negotiation lists wanted and present objects.
 MAX_NEGOTIATION_BYTES = 256 * 1024 * 1024
 UPLOAD_PACK = smarthttp.Service.UPLOAD_PACK
+# A peer that stops sending in the middle of a message is cut off or gone: give up soon.
+PEER_IDLE_SECONDS = 10.0
 
 JsonHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -122,7 +124,7 @@ class PeerApi:
         if length > MAX_HEADER_BYTES:
             raise errors.BadRequest(f"prepare header of {length} bytes")
         message = json.loads(await request.content.readexactly(length))
-        files = bodies.chunks(request.content.readany, idle_timeout=60.0)
+        files = bodies.chunks(request.content.readany, idle_timeout=PEER_IDLE_SECONDS)
         return web.json_response(await self._replica.following.prepare(message, files))
 
     async def _lease(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -230,17 +230,19 @@ class Store:
         if transaction.head is not None and transaction.head != self.head:
             await refstore.set_head(self._runner, self.git_dir, transaction.head)
             self.head = transaction.head
-        self._record_changes(pending)
-        await self.save(
-            dataclasses.replace(
-                self.state,
-                generation=transaction.generation,
-                last_term=transaction.term,
-                last_seq=transaction.seq,
-                last_transaction=transaction.id,
-                prepared=None,
-            )
+        applied = dataclasses.replace(
+            self.state,
+            generation=transaction.generation,
+            last_term=transaction.term,
+            last_seq=transaction.seq,
+            last_transaction=transaction.id,
+            prepared=None,
         )
+        await asyncio.to_thread(self._file.save, applied)
+        # No await from here: whoever reads the applied state sees generation, refs and
+        # checksum change together, never one without the others.
+        self.state = applied
+        self._record_changes(pending)
         transactions.discard(staging)
 
     def _record_changes(self, changes: list[transactions.Change]) -> None:
