@@ -136,21 +136,21 @@ class PeerApi:
         return {"granted": leadership.grant_lease(str(message["replica"]), applied), "term": term}
 
     async def _snapshot(self, request: web.Request) -> web.Response:
-        leadership = self._replica.leadership
-        lock = leadership.write_lock if leadership is not None else self._replica.following.lock
+        # Read without an await in between: generation, refs and checksum change together
+        # (store.apply), so this is one applied state without taking any lock, and a copy
+        # never waits for a leader busy completing a transaction.
         local = self._replica.store
-        async with lock:
-            state = local.state
-            snapshot = {
-                "term": state.term,
-                "generation": state.generation,
-                "transaction": state.last_transaction,
-                "lastTerm": state.last_term,
-                "lastSeq": state.last_seq,
-                "checksum": local.checksum,
-                "head": local.head,
-                "refs": dict(local.refs),
-            }
+        state = local.state
+        snapshot = {
+            "term": state.term,
+            "generation": state.generation,
+            "transaction": state.last_transaction,
+            "lastTerm": state.last_term,
+            "lastSeq": state.last_seq,
+            "checksum": local.checksum,
+            "head": local.head,
+            "refs": dict(local.refs),
+        }
         return web.json_response(snapshot)
 
     # -- git for copies -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import logging
 import os
 import pathlib
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from gitquorum import errors
 from gitquorum.replication import checksum, decisions, refstore, state, transactions
@@ -69,6 +70,7 @@ class Store:
         self.refs: dict[str, str] = {}
         self.checksum = checksum.EMPTY
         self.head = f"refs/heads/{default_branch}"
+        self._saving = asyncio.Lock()
 
     @property
     def git_dir(self) -> str:
@@ -123,16 +125,23 @@ class Store:
             if directory.name != keep:
                 transactions.discard(directory)
 
-    async def save(self, new: state.State) -> None:
-        await asyncio.to_thread(self._file.save, new)
-        self.state = new
+    async def update(self, **changes: Any) -> None:
+        """Changes fields of the state, durably, one change at a time.
+
+        Each change is derived from the state as it is when its turn comes, so concurrent
+        changes (a new term while a transaction is prepared) never undo each other.
+        """
+        async with self._saving:
+            new = dataclasses.replace(self.state, **changes)
+            await asyncio.to_thread(self._file.save, new)
+            self.state = new
 
     async def observe_term(self, term: int, leader: str | None) -> None:
         """Records a newer term (and its leader) before anything is done under it."""
         if term < self.state.term:
             raise errors.Fenced(f"term {term} is older than {self.state.term}")
         if term > self.state.term or leader != self.state.leader:
-            await self.save(dataclasses.replace(self.state, term=term, leader=leader))
+            await self.update(term=max(term, self.state.term), leader=leader)
 
     # -- prepare --------------------------------------------------------------------------------
 
@@ -184,7 +193,7 @@ class Store:
 
     async def record_prepared(self, transaction: transactions.Transaction) -> None:
         previous = self.state.prepared
-        await self.save(dataclasses.replace(self.state, prepared=transaction))
+        await self.update(prepared=transaction)
         if previous is not None and previous.id != transaction.id:
             transactions.discard(self.staging / previous.id)
 
@@ -192,7 +201,7 @@ class Store:
         prepared = self.state.prepared
         if prepared is None or (transaction_id is not None and prepared.id != transaction_id):
             return
-        await self.save(dataclasses.replace(self.state, prepared=None))
+        await self.update(prepared=None)
         transactions.discard(self.staging_for(prepared))
 
     # -- apply ----------------------------------------------------------------------------------
@@ -230,19 +239,20 @@ class Store:
         if transaction.head is not None and transaction.head != self.head:
             await refstore.set_head(self._runner, self.git_dir, transaction.head)
             self.head = transaction.head
-        applied = dataclasses.replace(
-            self.state,
-            generation=transaction.generation,
-            last_term=transaction.term,
-            last_seq=transaction.seq,
-            last_transaction=transaction.id,
-            prepared=None,
-        )
-        await asyncio.to_thread(self._file.save, applied)
-        # No await from here: whoever reads the applied state sees generation, refs and
-        # checksum change together, never one without the others.
-        self.state = applied
-        self._record_changes(pending)
+        async with self._saving:
+            applied = dataclasses.replace(
+                self.state,
+                generation=transaction.generation,
+                last_term=transaction.term,
+                last_seq=transaction.seq,
+                last_transaction=transaction.id,
+                prepared=None,
+            )
+            await asyncio.to_thread(self._file.save, applied)
+            # No await from here: whoever reads the applied state sees generation, refs and
+            # checksum change together, never one without the others.
+            self.state = applied
+            self._record_changes(pending)
         transactions.discard(staging)
 
     def _record_changes(self, changes: list[transactions.Change]) -> None:
@@ -261,7 +271,7 @@ class Store:
 
     async def begin_rebuild(self) -> None:
         if not self.state.rebuilding:
-            await self.save(dataclasses.replace(self.state, rebuilding=True))
+            await self.update(rebuilding=True)
 
     async def adopt(
         self,
@@ -286,16 +296,13 @@ class Store:
             )
         prepared = self.state.prepared
         keep = prepared if prepared is not None and prepared.generation > generation else None
-        await self.save(
-            dataclasses.replace(
-                self.state,
-                generation=generation,
-                last_term=last_term,
-                last_seq=last_seq,
-                last_transaction=last_transaction,
-                prepared=keep,
-                rebuilding=False,
-            )
+        await self.update(
+            generation=generation,
+            last_term=last_term,
+            last_seq=last_seq,
+            last_transaction=last_transaction,
+            prepared=keep,
+            rebuilding=False,
         )
         if prepared is not None and keep is None:
             transactions.discard(self.staging_for(prepared))
