@@ -32,33 +32,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 async def serve(server: http.Server, sock: socket.socket) -> None:
     """Serves on ``sock`` until SIGTERM or SIGINT."""
-    runner = web.AppRunner(
-        server.application(),
-        access_log=None,  # http logs one line per request itself
-        auto_decompress=False,  # bodies decodes gzip itself, within the request's limit
-        handle_signals=False,
-        shutdown_timeout=server.settings.shutdown_timeout,
+    await serve_many(
+        [(server.application(), sock)],
+        server=server,
+        started=f"serving repositories under {server.resolver.root}",
     )
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
-        host, port = sock.getsockname()[:2]
-        log.info(
-            "serving repositories under %s on http://%s:%s",
-            server.resolver.root,
-            f"[{host}]" if ":" in host else host,
-            port,
-        )
-        await stop.wait()
-        log.info("stopping: draining requests for up to %s s", server.settings.shutdown_timeout)
-        server.draining = True
-    finally:
-        await runner.cleanup()
-        log.info("stopped")
 
 
 async def serve_many(
@@ -85,6 +63,7 @@ async def serve_many(
         addresses = ", ".join(_url(sock) for _, sock in apps)
         log.info("%s on %s", started, addresses)
         await stop.wait()
+        log.info("stopping: draining requests for up to %s s", server.settings.shutdown_timeout)
         server.draining = True
     finally:
         for runner in reversed(runners):
