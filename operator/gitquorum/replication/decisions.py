@@ -173,6 +173,15 @@ class Applied:
     """Identifier of the transaction that produced this generation ('' for none)."""
     checksum: str
 
+    @classmethod
+    def from_message(cls, message: Mapping[str, object]) -> "Applied":
+        """The applied state a replication message or answer carries (KeyError if none)."""
+        return cls(
+            int(str(message["generation"])),
+            str(message["transaction"]),
+            str(message["checksum"]),
+        )
+
 
 def compare(
     follower: Applied, leader: Applied, *, prepared: str | None, prepared_generation: int = 0

@@ -116,9 +116,7 @@ class Following:
         refusal = await self._accept_term(message)
         if refusal is not None:
             return refusal
-        leader = decisions.Applied(
-            int(message["generation"]), str(message["transaction"]), str(message["checksum"])
-        )
+        leader = decisions.Applied.from_message(message)
         self.leader_applied = leader
         if not message.get("settled", False):
             return self._answer(ok=True)

@@ -202,7 +202,7 @@ class Leadership:
         if await self._check_term(answer):
             follower.acked_term = True
             follower.heartbeat_sent = max(follower.heartbeat_sent, sent)
-            follower.applied = _applied(answer)
+            follower.applied = decisions.Applied.from_message(answer)
 
     async def _check_term(self, answer: dict[str, Any]) -> bool:
         """Whether a peer's answer accepts this term; steps down if it knows a newer one."""
@@ -498,14 +498,6 @@ class Leadership:
                 for replica, follower in self.followers.items()
             },
         }
-
-
-def _applied(answer: dict[str, Any]) -> decisions.Applied:
-    return decisions.Applied(
-        int(answer.get("generation", 0)),
-        str(answer.get("transaction", "")),
-        str(answer.get("checksum", "")),
-    )
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -132,7 +132,7 @@ class PeerApi:
         term = self._replica.store.state.term
         if leadership is None or int(message["term"]) != term:
             return {"granted": False, "term": term}
-        applied = _applied(message)
+        applied = decisions.Applied.from_message(message)
         return {"granted": leadership.grant_lease(str(message["replica"]), applied), "term": term}
 
     async def _snapshot(self, request: web.Request) -> web.Response:
@@ -188,12 +188,6 @@ class PeerApi:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
-
-
-def _applied(message: dict[str, Any]) -> decisions.Applied:
-    return decisions.Applied(
-        int(message["generation"]), str(message["transaction"]), str(message["checksum"])
-    )
 
 
 async def _stream(
