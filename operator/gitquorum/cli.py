@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "passwd": "add or replace a user of an auth file, reading the token from stdin",
     "replica": "run one replica of a replicated repository: git server and replication",
     "local": "run a replicated repository as local processes, for tests and demos",
+    "operator": "run the Kubernetes operator for GitRepository objects",
 }
 """Subcommand name -> help summary; the module is ``gitquorum.commands.<name>``."""
 

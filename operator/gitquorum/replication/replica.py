@@ -184,6 +184,8 @@ class Replica:
             "term": state.term,
             "leader": state.leader,
             "configuredTerm": None if self.configuration is None else self.configuration.term,
+            # The whole configuration, so that a controller can tell a stale one from its own.
+            "configuration": None if self.configuration is None else self.configuration.to_json(),
             "generation": state.generation,
             "checksum": self.store.checksum,
             "transaction": state.last_transaction,

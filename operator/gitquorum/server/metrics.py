@@ -127,25 +127,12 @@ class ServerMetrics:
         self.duration = Histogram(
             "gitquorum_http_request_duration_seconds", "Time from request to last byte sent."
         )
-        started = time.time()
         self.gauges = [
             Gauge("gitquorum_git_processes_running", "git processes running.", git_running),
             Gauge(
                 "gitquorum_git_processes_waiting", "Requests waiting for a git slot.", git_waiting
             ),
-            Gauge("process_resident_memory_bytes", "Resident memory size.", _resident_bytes),
-            Gauge(
-                "process_max_resident_memory_bytes",
-                "Peak resident memory size.",
-                _peak_resident_bytes,
-            ),
-            Gauge("process_cpu_seconds_total", "User and system CPU time.", _cpu_seconds),
-            Gauge("process_open_fds", "Open file descriptors.", _open_fds),
-            Gauge(
-                "process_start_time_seconds",
-                "Start time, seconds since the epoch.",
-                lambda: started,
-            ),
+            *process_gauges(time.time()),
         ]
 
     def record(
@@ -171,6 +158,21 @@ class ServerMetrics:
         for gauge in self.gauges:
             lines.extend(gauge.render())
         return "\n".join(lines) + "\n"
+
+
+def process_gauges(started: float) -> list[Gauge]:
+    """The usual ``process_*`` figures, for any gitquorum process."""
+    return [
+        Gauge("process_resident_memory_bytes", "Resident memory size.", _resident_bytes),
+        Gauge(
+            "process_max_resident_memory_bytes", "Peak resident memory size.", _peak_resident_bytes
+        ),
+        Gauge("process_cpu_seconds_total", "User and system CPU time.", _cpu_seconds),
+        Gauge("process_open_fds", "Open file descriptors.", _open_fds),
+        Gauge(
+            "process_start_time_seconds", "Start time, seconds since the epoch.", lambda: started
+        ),
+    ]
 
 
 def _resident_bytes() -> float:

@@ -1,0 +1,150 @@
+"""The few Kubernetes API calls the operator makes, blocking (run them in a thread).
+
+Creating something that already exists and deleting something already gone are successes:
+every pass is level-based and may repeat the previous pass's work.
+"""
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from gitquorum.kube import names
+
+log = logging.getLogger(__name__)
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): read again and decide again."""
+
+
+def connect(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig."""
+    configuration = client.Configuration()
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(kubeconfig, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class Api:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.policy = client.PolicyV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
+
+    def create(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
+        """Creates the object; False when it already existed."""
+        create: Any = {
+            "Pod": self.core.create_namespaced_pod,
+            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
+            "Service": self.core.create_namespaced_service,
+            "Secret": self.core.create_namespaced_secret,
+            "PodDisruptionBudget": self.policy.create_namespaced_pod_disruption_budget,
+            "NetworkPolicy": self.networking.create_namespaced_network_policy,
+        }[manifest["kind"]]
+        try:
+            create(namespace, manifest)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def delete_pod(self, namespace: str, name: str, *, force: bool) -> None:
+        """``force`` for a pod on a lost node: its kubelet will never confirm the end."""
+        options = client.V1DeleteOptions(grace_period_seconds=0) if force else None
+        self._gone_ok(self.core.delete_namespaced_pod, name, namespace, body=options)
+
+    def delete_claim(self, namespace: str, name: str) -> None:
+        self._gone_ok(self.core.delete_namespaced_persistent_volume_claim, name, namespace)
+
+    def repository_claims(self, namespace: str, repository: str) -> list[str]:
+        claims = self.core.list_namespaced_persistent_volume_claim(
+            namespace, label_selector=f"{names.REPOSITORY_LABEL}={repository}"
+        )
+        return _claim_names(claims.items)
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's data, decoded; None when it does not exist."""
+        import base64
+
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    def secret_annotations(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict((secret.metadata and secret.metadata.annotations) or {})
+
+    def replace_secret(self, namespace: str, manifest: Mapping[str, Any]) -> None:
+        self.core.replace_namespaced_secret(
+            manifest["metadata"]["name"],
+            namespace,
+            dict(manifest),  # type: ignore[arg-type]
+        )
+
+    def patch_budget(self, namespace: str, name: str, min_available: int) -> None:
+        self.policy.patch_namespaced_pod_disruption_budget(
+            name, namespace, {"spec": {"minAvailable": min_available}}
+        )
+
+    def read_repository(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body: Any = self.custom.get_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(body)
+
+    def replace_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Writes the status if nobody changed the object since ``body`` was read.
+
+        The API server compares ``metadata.resourceVersion``; that comparison is what makes a
+        term written here linearizable, whoever else tries to write one.
+        """
+        metadata = body["metadata"]
+        try:
+            result: Any = self.custom.replace_namespaced_custom_object_status(
+                names.GROUP,
+                names.VERSION,
+                metadata["namespace"],
+                names.PLURAL,
+                metadata["name"],
+                dict(body),
+            )
+        except ApiException as error:
+            if error.status in (409, 404):
+                raise Conflict(f"{metadata['name']} changed: {error.reason}") from error
+            raise
+        return dict(result)
+
+    def _gone_ok(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            call(*args, **kwargs)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+def _claim_names(items: Any) -> list[str]:
+    return sorted(item.metadata.name for item in items)

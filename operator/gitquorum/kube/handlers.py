@@ -1,0 +1,174 @@
+"""kopf wiring: watches, caches and one reconcile loop per GitRepository.
+
+Pods, volume claims and nodes are kept in kopf indexes (watch caches), so a pass reads no
+list from the API server; their events wake the owning repository's loop, which otherwise
+runs every few seconds (every second while replicas run, to notice a silent leader fast).
+Deleting a GitRepository stops its loop, then the delete handler applies ``reclaimPolicy``
+behind kopf's finalizer.
+"""
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from gitquorum.kube import api, names, reconciler
+from gitquorum.kube.spec import RepositorySpec
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+FINALIZER = "gitquorum.io/finalizer"
+
+
+class Wakeups:
+    """One event per repository; set when something it depends on changed."""
+
+    def __init__(self) -> None:
+        self.events: dict[Key, asyncio.Event] = {}
+
+    def get(self, key: Key) -> asyncio.Event:
+        return self.events.setdefault(key, asyncio.Event())
+
+    def wake(self, key: Key) -> None:
+        if key in self.events:
+            self.events[key].set()
+
+    def wake_all(self) -> None:
+        for event in self.events.values():
+            event.set()
+
+    def forget(self, key: Key) -> None:
+        self.events.pop(key, None)
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(dict(body))
+
+
+def _ready(node: Mapping[str, Any]) -> str:
+    conditions = (node.get("status") or {}).get("conditions") or ()
+    return next((c.get("status", "") for c in conditions if c.get("type") == "Ready"), "")
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    work: reconciler.Reconciler,
+    kube: api.Api,
+    wakeups: Wakeups,
+) -> None:
+    """Adds the operator's handlers to ``registry``."""
+    replica = {names.REPOSITORY_LABEL: kopf.PRESENT}
+    node_readiness: dict[str, str] = {}
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Every handled watch event would be logged at INFO: the decisions are what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # Our own Lease decides which instance acts; kopf's peering is not needed.
+        settings.peering.standalone = True
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="gitquorum.io"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="gitquorum.io", key="last-handled-configuration"
+        )
+        settings.posting.level = logging.INFO
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+
+    @kopf.index("pods", labels=replica, registry=registry, id="replica_pods")
+    def replica_pods(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+        return {(namespace, labels[names.REPOSITORY_LABEL]): _plain(body)}
+
+    @kopf.index("persistentvolumeclaims", labels=replica, registry=registry, id="replica_claims")
+    def replica_claims(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+        return {(namespace, labels[names.REPOSITORY_LABEL]): _plain(body)}
+
+    @kopf.index("nodes", registry=registry, id="cluster_nodes")
+    def cluster_nodes(name: str, body: Any, **_: Any) -> Any:
+        return {name: _plain(body)}
+
+    @kopf.on.event("pods", labels=replica, registry=registry, id="pod_changed")
+    def pod_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
+        wakeups.wake((namespace, labels[names.REPOSITORY_LABEL]))
+
+    @kopf.on.event("persistentvolumeclaims", labels=replica, registry=registry, id="claim_changed")
+    def claim_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
+        wakeups.wake((namespace, labels[names.REPOSITORY_LABEL]))
+
+    @kopf.on.event("nodes", registry=registry, id="node_changed")
+    def node_changed(name: str, body: Any, type: str | None, **_: Any) -> None:
+        # Nodes report often; only a change of readiness (or a node going) matters here.
+        readiness = "" if type == "DELETED" else _ready(body)
+        if node_readiness.get(name) != readiness:
+            node_readiness[name] = readiness
+            wakeups.wake_all()
+
+    @kopf.daemon(
+        names.GROUP,
+        names.VERSION,
+        names.PLURAL,
+        registry=registry,
+        id="repository",
+        cancellation_timeout=2.0,
+    )
+    async def repository(
+        body: Any,
+        namespace: str,
+        name: str,
+        replica_pods: kopf.Index[Key, Any],
+        replica_claims: kopf.Index[Key, Any],
+        cluster_nodes: kopf.Index[str, Any],
+        **_: Any,
+    ) -> None:
+        key = (namespace, name)
+        wake = wakeups.get(key)
+        try:
+            while True:
+                wake.clear()
+                nodes = {node: next(iter(store)) for node, store in cluster_nodes.items()}
+                try:
+                    delay = await work.reconcile(
+                        _plain(body),
+                        list(replica_pods.get(key, [])),
+                        list(replica_claims.get(key, [])),
+                        nodes,
+                    )
+                except Exception:
+                    log.exception("%s/%s: reconcile pass failed; retrying", namespace, name)
+                    work.metrics.errors.inc(())
+                    delay = 5.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), delay)
+        finally:
+            wakeups.forget(key)
+
+    @kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="deleted")
+    async def deleted(body: Any, namespace: str, name: str, **_: Any) -> None:
+        spec = RepositorySpec.from_body(body.get("spec") or {})
+        work.forget(body["metadata"]["uid"])
+        claims = await asyncio.to_thread(kube.repository_claims, namespace, name)
+        if spec.reclaim_policy == "Delete":
+            for claim in claims:
+                await asyncio.to_thread(kube.delete_claim, namespace, claim)
+            kopf.info(body, reason="VolumesDeleted", message=f"deleted {len(claims)} volume(s)")
+        else:
+            kopf.info(
+                body,
+                reason="VolumesRetained",
+                message=f"kept {len(claims)} volume(s) ({', '.join(claims) or 'none'}); "
+                "a GitRepository of the same name adopts them",
+            )
+        # Pods, Service, Secrets, budget and policy carry owner references: the garbage
+        # collector removes them.
+
+
+def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    """Events for decisions, through kopf's queue (never blocks a pass)."""
+    kopf.event(dict(body), type=kind, reason=reason, message=message)

@@ -1,0 +1,285 @@
+"""The objects the operator owns for a repository, as plain manifests (pure functions).
+
+Replicas are bare pods with one PVC each, named alike (CloudNativePG's way, not a
+StatefulSet): the operator must choose which replica to replace and when. Placement keeps
+replicas of one repository on different nodes (required: a replica that fits nowhere stays
+Pending, which is what makes the cluster autoscaler add a node) and spreads them over zones.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from gitquorum.kube import names
+from gitquorum.kube.spec import RepositorySpec
+from gitquorum.replication import decisions
+
+Manifest = dict[str, Any]
+
+REPLICATION_MOUNT = "/etc/gitquorum/replication"
+AUTH_MOUNT = "/etc/gitquorum/auth"
+DATA_MOUNT = "/data"
+ZONE_KEY = "topology.kubernetes.io/zone"
+HOSTNAME_KEY = "kubernetes.io/hostname"
+
+
+def owner_reference(owner: Mapping[str, Any]) -> Manifest:
+    return {
+        "apiVersion": f"{names.GROUP}/{names.VERSION}",
+        "kind": names.KIND,
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(
+    name: str, owner: Mapping[str, Any] | None, labels: Mapping[str, str], **extra: Any
+) -> Manifest:
+    metadata: Manifest = {"name": name, "labels": dict(labels), **extra}
+    if owner is not None:
+        metadata["ownerReferences"] = [owner_reference(owner)]
+    return metadata
+
+
+def volume_claim(repository: str, replica: str, spec: RepositorySpec) -> Manifest:
+    """A replica's volume. Not owned by the GitRepository: ``reclaimPolicy`` decides its fate."""
+    claim: Manifest = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(replica, None, names.labels(repository, replica)),
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": spec.storage_size}},
+        },
+    }
+    if spec.storage_class:
+        claim["spec"]["storageClassName"] = spec.storage_class
+    return claim
+
+
+def replica_pod(
+    owner: Mapping[str, Any], replica: str, spec: RepositorySpec, *, image: str
+) -> Manifest:
+    repository = owner["metadata"]["name"]
+    command = [
+        "gitquorum",
+        "replica",
+        "--id",
+        replica,
+        "--name",
+        repository,
+        "--data",
+        DATA_MOUNT,
+        "--listen",
+        f"0.0.0.0:{names.GIT_PORT}",
+        "--peer-listen",
+        f"0.0.0.0:{names.PEER_PORT}",
+        "--peer-token-file",
+        f"{REPLICATION_MOUNT}/peer-token",
+        "--admin-token-file",
+        f"{REPLICATION_MOUNT}/admin-token",
+        "--auth-file",
+        f"{AUTH_MOUNT}/users",
+    ]
+    if spec.anonymous_read:
+        command.append("--anonymous-read")
+    resources: Manifest = {"requests": dict(spec.requests)}
+    if spec.limits:
+        resources["limits"] = dict(spec.limits)
+    pod_spec: Manifest = {
+        "automountServiceAccountToken": False,  # replicas never talk to the API server
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 10,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": names.USER_ID,
+            "runAsGroup": names.USER_ID,
+            "fsGroup": names.USER_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "affinity": placement(repository, spec),
+        "containers": [
+            {
+                "name": "replica",
+                "image": image,
+                "command": command,
+                "env": [{"name": "HOME", "value": "/tmp"}],
+                "ports": [
+                    {"name": "git", "containerPort": names.GIT_PORT},
+                    {"name": "replication", "containerPort": names.PEER_PORT},
+                ],
+                "readinessProbe": {
+                    "httpGet": {"path": "/readyz", "port": "git"},
+                    "periodSeconds": 1,
+                    "failureThreshold": 1,
+                },
+                "livenessProbe": {
+                    "httpGet": {"path": "/healthz", "port": "git"},
+                    "periodSeconds": 10,
+                    "failureThreshold": 3,
+                },
+                "resources": resources,
+                "securityContext": {
+                    "readOnlyRootFilesystem": True,
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [
+                    {"name": "data", "mountPath": DATA_MOUNT},
+                    {"name": "replication", "mountPath": REPLICATION_MOUNT, "readOnly": True},
+                    {"name": "auth", "mountPath": AUTH_MOUNT, "readOnly": True},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "data", "persistentVolumeClaim": {"claimName": replica}},
+            {
+                "name": "replication",
+                "secret": {"secretName": names.replication_secret(repository)},
+            },
+            {"name": "auth", "secret": {"secretName": names.auth_secret(repository)}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [
+            {
+                key: value
+                for key, value in (
+                    ("key", item.key),
+                    ("operator", item.operator),
+                    ("value", item.value),
+                    ("effect", item.effect),
+                    ("tolerationSeconds", item.seconds),
+                )
+                if value is not None
+            }
+            for item in spec.tolerations
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(
+            replica,
+            owner,
+            names.labels(repository, replica),
+            # Bare pods owned by a custom controller block the autoscaler's scale-down unless
+            # they say they may go; the PDB still guards the majority, and we heal the rest.
+            annotations={names.SAFE_TO_EVICT: "true"},
+        ),
+        "spec": pod_spec,
+    }
+
+
+def placement(repository: str, spec: RepositorySpec) -> Manifest:
+    """One replica per node (required), spread over zones as the spec asks."""
+    same_repository = {
+        "matchLabels": {names.REPOSITORY_LABEL: repository},
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/component", "operator": "In", "values": ["replica"]}
+        ],
+    }
+    anti: Manifest = {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": same_repository, "topologyKey": HOSTNAME_KEY}
+        ]
+    }
+    if spec.zone_spread == "Required":
+        anti["requiredDuringSchedulingIgnoredDuringExecution"].append(
+            {"labelSelector": same_repository, "topologyKey": ZONE_KEY}
+        )
+    elif spec.zone_spread == "Preferred":
+        anti["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {
+                "weight": 100,
+                "podAffinityTerm": {"labelSelector": same_repository, "topologyKey": ZONE_KEY},
+            }
+        ]
+    return {"podAntiAffinity": anti}
+
+
+def service(owner: Mapping[str, Any]) -> Manifest:
+    repository = owner["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(names.service(repository), owner, names.labels(repository)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {
+                names.REPOSITORY_LABEL: repository,
+                "app.kubernetes.io/component": "replica",
+            },
+            "ports": [{"name": "http", "port": 80, "targetPort": "git", "protocol": "TCP"}],
+        },
+    }
+
+
+def secret(
+    owner: Mapping[str, Any],
+    name: str,
+    data: Mapping[str, str],
+    *,
+    annotations: Mapping[str, str] | None = None,
+) -> Manifest:
+    repository = owner["metadata"]["name"]
+    extra = {"annotations": dict(annotations)} if annotations else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _metadata(name, owner, names.labels(repository), **extra),
+        "stringData": dict(data),
+    }
+
+
+def disruption_budget(owner: Mapping[str, Any], replicas: int) -> Manifest:
+    """Voluntary evictions (drains, autoscaler scale-down) never take away the majority."""
+    repository = owner["metadata"]["name"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(names.disruption_budget(repository), owner, names.labels(repository)),
+        "spec": {
+            "minAvailable": decisions.quorum(replicas),
+            "selector": {
+                "matchLabels": {
+                    names.REPOSITORY_LABEL: repository,
+                    "app.kubernetes.io/component": "replica",
+                }
+            },
+        },
+    }
+
+
+def network_policy(owner: Mapping[str, Any]) -> Manifest:
+    """Clients may reach the git port; only this repository's replicas and the operator
+    reach the replication and admin port."""
+    repository = owner["metadata"]["name"]
+    replicas = {"matchLabels": {names.REPOSITORY_LABEL: repository}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(names.network_policy(repository), owner, names.labels(repository)),
+        "spec": {
+            "podSelector": replicas,
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"ports": [{"protocol": "TCP", "port": names.GIT_PORT}]},
+                {
+                    "from": [
+                        {"podSelector": replicas},
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {"matchLabels": dict(names.OPERATOR_LABELS)},
+                        },
+                    ],
+                    "ports": [{"protocol": "TCP", "port": names.PEER_PORT}],
+                },
+            ],
+        },
+    }

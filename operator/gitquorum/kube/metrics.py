@@ -1,0 +1,66 @@
+"""The operator's Prometheus metrics and its health endpoint (``/metrics``, ``/healthz``)."""
+
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gitquorum.server import metrics
+
+PASS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class OperatorMetrics:
+    def __init__(self, *, repositories: Callable[[], float], leading: Callable[[], float]) -> None:
+        self.passes = metrics.Histogram(
+            "gitquorum_operator_reconcile_seconds",
+            "Time one reconcile pass over one repository took.",
+            buckets=PASS_BUCKETS,
+            labels=(),
+        )
+        self.decisions = metrics.Counter(
+            "gitquorum_operator_decisions_total",
+            "Durable decisions taken (leader elected, replica lost, added, promoted, removed).",
+            labels=("decision",),
+        )
+        self.conflicts = metrics.Counter(
+            "gitquorum_operator_conflicts_total",
+            "Status writes refused because the object had changed (retried).",
+            labels=(),
+        )
+        self.errors = metrics.Counter(
+            "gitquorum_operator_reconcile_errors_total", "Passes that failed.", labels=()
+        )
+        self.pods_created = metrics.Counter(
+            "gitquorum_operator_pods_created_total", "Replica pods created.", labels=()
+        )
+        self.gauges = [
+            metrics.Gauge("gitquorum_operator_repositories", "Repositories watched.", repositories),
+            metrics.Gauge(
+                "gitquorum_operator_leading", "1 when this instance holds the lease.", leading
+            ),
+            *metrics.process_gauges(time.time()),
+        ]
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in (self.passes, self.decisions, self.conflicts, self.errors, self.pods_created):
+            lines.extend(metric.render())
+        for gauge in self.gauges:
+            lines.extend(gauge.render())
+        return "\n".join(lines) + "\n"
+
+
+def application(registry: OperatorMetrics, healthy: Callable[[], bool]) -> web.Application:
+    async def render(request: web.Request) -> web.Response:
+        return web.Response(text=registry.render(), content_type="text/plain")
+
+    async def health(request: web.Request) -> web.Response:
+        if healthy():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="not healthy\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", render)
+    app.router.add_get("/healthz", health)
+    return app

@@ -1,0 +1,83 @@
+"""Names and labels of everything the operator creates for a repository, in one place."""
+
+GROUP = "gitquorum.io"
+VERSION = "v1alpha1"
+PLURAL = "gitrepositories"
+KIND = "GitRepository"
+
+REPOSITORY_LABEL = "gitquorum.io/repository"
+REPLICA_LABEL = "gitquorum.io/replica"
+OPERATOR_LABELS = {"app.kubernetes.io/name": "gitquorum-operator"}
+"""How the chart labels the operator's pods (the NetworkPolicy lets them in)."""
+
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+AUTH_FINGERPRINT = "gitquorum.io/credentials-fingerprint"
+
+GIT_PORT = 8080
+PEER_PORT = 8081
+USER_ID = 65532
+
+
+def labels(repository: str, replica: str | None = None) -> dict[str, str]:
+    result = {
+        "app.kubernetes.io/name": "gitquorum",
+        "app.kubernetes.io/instance": repository,
+        "app.kubernetes.io/managed-by": "gitquorum-operator",
+        REPOSITORY_LABEL: repository,
+    }
+    if replica is not None:
+        result["app.kubernetes.io/component"] = "replica"
+        result[REPLICA_LABEL] = replica
+    return result
+
+
+def selector(repository: str) -> str:
+    """The label selector of a repository's replica pods, as the scale subresource wants it."""
+    return f"{REPOSITORY_LABEL}={repository},app.kubernetes.io/component=replica"
+
+
+def replica(repository: str, serial: int) -> str:
+    """Replica names carry a serial that is never reused, so a rebuilt replica is a new one."""
+    return f"{repository}-{serial}"
+
+
+def serial(repository: str, replica_name: str) -> int | None:
+    prefix = f"{repository}-"
+    if not replica_name.startswith(prefix) or not replica_name[len(prefix) :].isdigit():
+        return None
+    return int(replica_name[len(prefix) :])
+
+
+def serial_or_zero(replica_name: str) -> int:
+    """The serial at the end of a replica name, for ordering (0 when it has none)."""
+    tail = replica_name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def service(repository: str) -> str:
+    return repository
+
+
+def credentials_secret(repository: str) -> str:
+    return f"{repository}-credentials"
+
+
+def auth_secret(repository: str) -> str:
+    """The hashed form of the credentials that replicas check pushes against."""
+    return f"{repository}-auth"
+
+
+def replication_secret(repository: str) -> str:
+    return f"{repository}-replication"
+
+
+def disruption_budget(repository: str) -> str:
+    return repository
+
+
+def network_policy(repository: str) -> str:
+    return f"{repository}-replication"
+
+
+def clone_url(repository: str, namespace: str) -> str:
+    return f"http://{service(repository)}.{namespace}.svc/{repository}.git"

@@ -1,0 +1,454 @@
+"""One pass over one repository: observe, decide one durable step, act, report.
+
+Every pass starts from the GitRepository, its pods, volumes and nodes (kopf's watch caches)
+and the replicas' own reports, so a pass can repeat or follow any other, and an operator
+restarted at any point carries on. The order inside a pass is what keeps data safe: a durable
+decision is written to the status (optimistic concurrency) before replicas are told of it and
+before any pod or volume it frees is deleted.
+"""
+
+import asyncio
+import dataclasses
+import datetime
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from gitquorum.kube import api, manifests, names, planning, status
+from gitquorum.kube.metrics import OperatorMetrics
+from gitquorum.kube.spec import RepositorySpec
+from gitquorum.replication import decisions, peerclient
+from gitquorum.server import auth, passwords
+
+log = logging.getLogger(__name__)
+
+Body = Mapping[str, Any]
+EventSink = Callable[[Body, str, str, str], None]
+"""(object, type Normal|Warning, reason, message)."""
+
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
+GENERATED_USER = "gitquorum"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    image: str
+    node_loss_grace: float = 20.0
+    """Seconds a node may be NotReady before its replicas count as lost."""
+    leader_timeout: float = 3.0
+    """Seconds without an answer from the leader before another one is chosen."""
+    status_timeout: float = 1.0
+    busy_interval: float = 1.0
+    idle_interval: float = 10.0
+
+
+@dataclasses.dataclass
+class _Repository:
+    """What a pass keeps between passes: only caches of things stored elsewhere."""
+
+    admin_token: str = ""
+    peers: peerclient.Peers | None = None
+    ensured: tuple[Any, ...] = ()
+    credentials_secret: str = ""
+    last_answer: dict[str, float] = dataclasses.field(default_factory=dict)
+    last_event: str = ""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: api.Api,
+        settings: Settings,
+        *,
+        events: EventSink,
+        metrics: OperatorMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.events = events
+        self.metrics = metrics
+        self.clock = clock
+        self.started = clock()
+        self.repositories: dict[str, _Repository] = {}
+
+    async def close(self) -> None:
+        for repository in self.repositories.values():
+            if repository.peers is not None:
+                await repository.peers.close()
+
+    def forget(self, uid: str) -> None:
+        self.repositories.pop(uid, None)
+
+    async def reconcile(
+        self,
+        body: Body,
+        pods: Iterable[Body],
+        claims: Iterable[Body],
+        nodes: Mapping[str, Body],
+    ) -> float:
+        """One pass; returns the seconds until the next one is due (events may come sooner)."""
+        started = self.clock()
+        try:
+            return await self._pass(body, list(pods), list(claims), nodes)
+        except api.Conflict as conflict:
+            log.info("%s; the next pass reads it again", conflict)
+            self.metrics.conflicts.inc(())
+            return 0.2
+        finally:
+            self.metrics.passes.observe((), self.clock() - started)
+
+    async def _pass(
+        self, body: Body, pods: list[Body], claims: list[Body], nodes: Mapping[str, Body]
+    ) -> float:
+        metadata = body["metadata"]
+        name = metadata["name"]
+        memory = self.repositories.setdefault(metadata["uid"], _Repository())
+        spec = RepositorySpec.from_body(body.get("spec") or {})
+        problem = await self._ensure_objects(body, spec, memory)
+        durable = planning.Durable.from_status(body.get("status") or {})
+        observed = await self._observe(durable, pods, claims, nodes, memory)
+        step = planning.next_step(
+            durable,
+            observed,
+            replicas=spec.replicas,
+            existing_claims=[claim["metadata"]["name"] for claim in claims],
+            leader_timeout=self.settings.leader_timeout,
+            repository=name,
+        )
+        blocked = problem
+        if step is not None and step.durable is not None:
+            body = await self._write(body, step.durable, observed, spec, memory, None)
+            durable = step.durable
+            self.metrics.decisions.inc((step.kind.value,))
+            self._event(body, memory, "Normal", step.kind.value, step.message, always=True)
+        elif step is not None:
+            blocked = step.message
+            self._event(body, memory, "Warning", step.kind.value, step.message)
+        if durable.leader is not None and durable.term > 0:
+            await self._configure(durable, observed, memory)
+        await self._converge(body, durable, observed, pods, claims, spec)
+        await self._write(body, durable, observed, spec, memory, blocked)
+        busy = any(item.ip for item in observed.values()) or (step is not None)
+        return self.settings.busy_interval if busy else self.settings.idle_interval
+
+    # -- objects around the replicas ------------------------------------------------------------
+
+    async def _ensure_objects(
+        self, body: Body, spec: RepositorySpec, memory: _Repository
+    ) -> str | None:
+        """Secrets, Service, PDB, NetworkPolicy; returns a problem to report, if any."""
+        namespace = body["metadata"]["namespace"]
+        repository = body["metadata"]["name"]
+        credentials = await self._credentials(body, spec)
+        if isinstance(credentials, str):
+            return credentials
+        username, password = credentials
+        fingerprint = hashlib.sha256(f"{username}:{password}".encode()).hexdigest()
+        wanted = (spec.replicas, fingerprint, spec.credentials_secret)
+        if memory.ensured == wanted and memory.admin_token:
+            return None
+        await self._ensure_auth(body, username, password, fingerprint)
+        tokens = {"peer-token": secrets.token_hex(24), "admin-token": secrets.token_hex(24)}
+        replication = manifests.secret(body, names.replication_secret(repository), tokens)
+        await asyncio.to_thread(self.kube.create, namespace, replication)
+        stored = await asyncio.to_thread(
+            self.kube.read_secret, namespace, names.replication_secret(repository)
+        )
+        if not stored or "admin-token" not in stored:
+            return f"Secret {names.replication_secret(repository)} has no admin-token"
+        for manifest in (
+            manifests.service(body),
+            manifests.disruption_budget(body, spec.replicas),
+            manifests.network_policy(body),
+        ):
+            await asyncio.to_thread(self.kube.create, namespace, manifest)
+        await asyncio.to_thread(
+            self.kube.patch_budget,
+            namespace,
+            names.disruption_budget(repository),
+            decisions.quorum(spec.replicas),
+        )
+        if memory.admin_token != stored["admin-token"]:
+            if memory.peers is not None:
+                await memory.peers.close()
+            memory.admin_token = stored["admin-token"]
+            memory.peers = peerclient.Peers(
+                token=memory.admin_token, timeout=self.settings.status_timeout
+            )
+        memory.credentials_secret = spec.credentials_secret or names.credentials_secret(repository)
+        memory.ensured = wanted
+        return None
+
+    async def _credentials(self, body: Body, spec: RepositorySpec) -> tuple[str, str] | str:
+        """(username, password) that may push, or why there are none."""
+        namespace = body["metadata"]["namespace"]
+        repository = body["metadata"]["name"]
+        if spec.credentials_secret is None:
+            generated = {"username": GENERATED_USER, "password": secrets.token_urlsafe(24)}
+            manifest = manifests.secret(body, names.credentials_secret(repository), generated)
+            await asyncio.to_thread(self.kube.create, namespace, manifest)
+            name = names.credentials_secret(repository)
+        else:
+            name = spec.credentials_secret
+        data = await asyncio.to_thread(self.kube.read_secret, namespace, name)
+        if data is None:
+            return f"credentials Secret {name} does not exist"
+        if not data.get("username") or not data.get("password"):
+            return f"credentials Secret {name} needs the keys username and password"
+        try:
+            auth.check_name(data["username"])
+        except Exception as error:
+            return f"credentials Secret {name}: {error}"
+        return data["username"], data["password"]
+
+    async def _ensure_auth(
+        self, body: Body, username: str, password: str, fingerprint: str
+    ) -> None:
+        """The hashed credentials the replicas check; rewritten when the credentials change."""
+        namespace = body["metadata"]["namespace"]
+        name = names.auth_secret(body["metadata"]["name"])
+        annotations = await asyncio.to_thread(self.kube.secret_annotations, namespace, name)
+        if annotations is not None and annotations.get(names.AUTH_FINGERPRINT) == fingerprint:
+            return
+        hashed = await asyncio.to_thread(passwords.hash_token, password.encode())
+        manifest = manifests.secret(
+            body,
+            name,
+            {"users": auth.render(username, hashed) + "\n"},
+            annotations={names.AUTH_FINGERPRINT: fingerprint},
+        )
+        if annotations is None:
+            await asyncio.to_thread(self.kube.create, namespace, manifest)
+        else:
+            await asyncio.to_thread(self.kube.replace_secret, namespace, manifest)
+
+    # -- observing ------------------------------------------------------------------------------
+
+    async def _observe(
+        self,
+        durable: planning.Durable,
+        pods: list[Body],
+        claims: list[Body],
+        nodes: Mapping[str, Body],
+        memory: _Repository,
+    ) -> dict[str, planning.Observed]:
+        by_pod = {pod["metadata"]["name"]: pod for pod in pods}
+        by_claim = {claim["metadata"]["name"]: claim for claim in claims}
+        everything = sorted(durable.member_names | set(by_pod) | set(by_claim))
+        observed = {
+            name: self._object_view(name, by_pod.get(name), by_claim.get(name), nodes)
+            for name in everything
+        }
+        answers = await asyncio.gather(*(self._report(item, memory) for item in observed.values()))
+        now = self.clock()
+        for item, answer in zip(list(observed.values()), answers, strict=True):
+            if answer is not None:
+                memory.last_answer[item.name] = now
+            silent = now - memory.last_answer.get(item.name, self.started)
+            observed[item.name] = dataclasses.replace(item, report=answer, silent=silent)
+        return observed
+
+    def _object_view(
+        self, name: str, pod: Body | None, claim: Body | None, nodes: Mapping[str, Body]
+    ) -> planning.Observed:
+        node = None
+        if pod is not None:
+            node = (pod.get("spec") or {}).get("nodeName")
+        if node is None and claim is not None:
+            node = ((claim["metadata"].get("annotations")) or {}).get(SELECTED_NODE)
+        pod_status = (pod or {}).get("status") or {}
+        conditions = {c.get("type"): c for c in pod_status.get("conditions") or ()}
+        scheduled = conditions.get("PodScheduled") or {}
+        unschedulable = (
+            scheduled.get("message") or "unschedulable"
+            if scheduled.get("reason") == "Unschedulable"
+            else None
+        )
+        return planning.Observed(
+            name=name,
+            pod=pod is not None,
+            deleting=bool(pod and pod["metadata"].get("deletionTimestamp")),
+            phase=pod_status.get("phase"),
+            ip=pod_status.get("podIP") if pod_status.get("phase") == "Running" else None,
+            node=node,
+            ready=(conditions.get("Ready") or {}).get("status") == "True",
+            unschedulable=unschedulable,
+            claim=claim is not None,
+            node_lost=node is not None and self._node_lost(nodes.get(node)),
+        )
+
+    def _node_lost(self, node: Body | None) -> bool:
+        if node is None:
+            return True
+        ready = next(
+            (
+                c
+                for c in (node.get("status") or {}).get("conditions") or ()
+                if c.get("type") == "Ready"
+            ),
+            None,
+        )
+        if ready is None or ready.get("status") == "True":
+            return False
+        since = _timestamp(ready.get("lastTransitionTime"))
+        if since is None:
+            return True
+        age = (datetime.datetime.now(datetime.UTC) - since).total_seconds()
+        return age >= self.settings.node_loss_grace
+
+    async def _report(
+        self, item: planning.Observed, memory: _Repository
+    ) -> Mapping[str, Any] | None:
+        if item.ip is None or item.node_lost or memory.peers is None:
+            return None
+        try:
+            answer: Mapping[str, Any] = await memory.peers.call(
+                f"http://{item.ip}:{names.PEER_PORT}",
+                "/admin/status",
+                timeout=self.settings.status_timeout,
+            )
+        except peerclient.PeerError as error:
+            log.debug("replica %s did not answer: %s", item.name, error)
+            return None
+        return answer
+
+    # -- acting ---------------------------------------------------------------------------------
+
+    async def _configure(
+        self,
+        durable: planning.Durable,
+        observed: Mapping[str, planning.Observed],
+        memory: _Repository,
+    ) -> None:
+        wanted = planning.configuration(durable, observed).to_json()
+        stale = [
+            item
+            for item in observed.values()
+            if item.report is not None
+            and item.name in durable.member_names
+            and item.report.get("configuration") != wanted
+        ]
+        # The leader first: followers told of a new term before it can lead would only
+        # forward pushes to a leader that refuses them.
+        stale.sort(key=lambda item: item.name != durable.leader)
+        for item in stale:
+            assert memory.peers is not None and item.ip is not None
+            try:
+                await memory.peers.call(
+                    f"http://{item.ip}:{names.PEER_PORT}",
+                    "/admin/configuration",
+                    wanted,
+                    method="PUT",
+                    timeout=self.settings.status_timeout * 2,
+                )
+            except peerclient.PeerError as error:
+                log.info("replica %s not configured yet: %s", item.name, error)
+
+    async def _converge(
+        self,
+        body: Body,
+        durable: planning.Durable,
+        observed: Mapping[str, planning.Observed],
+        pods: list[Body],
+        claims: list[Body],
+        spec: RepositorySpec,
+    ) -> None:
+        namespace, repository = body["metadata"]["namespace"], body["metadata"]["name"]
+        for member in durable.members:
+            item = observed.get(member.name) or planning.Observed(member.name)
+            if item.node_lost:
+                continue  # replaced once that is safe (planning), never recreated in place
+            if not item.claim:
+                claim = manifests.volume_claim(repository, member.name, spec)
+                await asyncio.to_thread(self.kube.create, namespace, claim)
+            if item.pod and item.phase in ("Failed", "Succeeded") and not item.deleting:
+                await asyncio.to_thread(self.kube.delete_pod, namespace, member.name, force=False)
+            elif not item.pod:
+                pod = manifests.replica_pod(body, member.name, spec, image=self.settings.image)
+                if await asyncio.to_thread(self.kube.create, namespace, pod):
+                    self.metrics.pods_created.inc(())
+        present = [p["metadata"]["name"] for p in pods] + [c["metadata"]["name"] for c in claims]
+        leftovers = planning.orphans(durable, present)
+        if leftovers:
+            await self._delete_orphans(body, leftovers, observed)
+
+    async def _delete_orphans(
+        self, body: Body, leftovers: list[str], observed: Mapping[str, planning.Observed]
+    ) -> None:
+        """Pods and volumes of removed members, once a fresh read confirms they are removed
+        (the watch cache may lag behind the status this operator just wrote)."""
+        namespace, repository = body["metadata"]["namespace"], body["metadata"]["name"]
+        fresh = await asyncio.to_thread(self.kube.read_repository, namespace, repository)
+        if fresh is None:
+            return
+        durable = planning.Durable.from_status(fresh.get("status") or {})
+        if not durable.members:
+            return
+        for name in planning.orphans(durable, leftovers):
+            item = observed.get(name) or planning.Observed(name)
+            if item.pod and (not item.deleting or item.node_lost):
+                await asyncio.to_thread(self.kube.delete_pod, namespace, name, force=item.node_lost)
+            if item.claim:
+                await asyncio.to_thread(self.kube.delete_claim, namespace, name)
+                log.info("deleted pod and volume of removed replica %s", name)
+
+    async def _write(
+        self,
+        body: Body,
+        durable: planning.Durable,
+        observed: Mapping[str, planning.Observed],
+        spec: RepositorySpec,
+        memory: _Repository,
+        blocked: str | None,
+    ) -> Body:
+        current = body.get("status") or {}
+        wanted = status.derive(
+            body,
+            durable,
+            observed,
+            replicas=spec.replicas,
+            credentials_secret=memory.credentials_secret,
+            blocked=blocked,
+        )
+        if {**current, **wanted} == current:
+            return body
+        updated = {**body, "status": {**current, **wanted}}
+        return await asyncio.to_thread(self.kube.replace_status, updated)
+
+    def _event(
+        self,
+        body: Body,
+        memory: _Repository,
+        kind: str,
+        reason: str,
+        message: str,
+        *,
+        always: bool = False,
+    ) -> None:
+        """Decisions are always recorded; a condition that holds is recorded once."""
+        if not always and memory.last_event == message:
+            return
+        memory.last_event = message
+        log.info(
+            "%s/%s: %s: %s",
+            body["metadata"]["namespace"],
+            body["metadata"]["name"],
+            reason,
+            message,
+        )
+        self.events(body, kind, reason, message)
+
+
+def _timestamp(value: Any) -> datetime.datetime | None:
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return None

@@ -1,0 +1,111 @@
+"""The operator process: metrics, the Lease, then kopf with our handlers until told to stop."""
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from collections.abc import Iterable
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from gitquorum.kube import api, handlers, lease, metrics, reconciler
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    namespaces: tuple[str, ...]
+    kubeconfig: str | None
+    image: str
+    lease_namespace: str
+    lease_name: str
+    identity: str
+    metrics_host: str
+    metrics_port: int
+    node_loss_grace: float
+    leader_timeout: float
+
+
+async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -> int:
+    """Runs until a signal (0) or until the Lease is lost (1: restart as a waiting instance)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in signals:
+        loop.add_signal_handler(number, stop.set)
+    api_client = api.connect(options.kubeconfig)
+    kube = api.Api(api_client)
+    held = lease.Lease(
+        api_client,
+        namespace=options.lease_namespace,
+        name=options.lease_name,
+        identity=options.identity,
+    )
+    wakeups = handlers.Wakeups()
+    registry_metrics = metrics.OperatorMetrics(
+        repositories=lambda: float(len(wakeups.events)), leading=lambda: float(held.held)
+    )
+    runner = web.AppRunner(metrics.application(registry_metrics, healthy=lambda: True))
+    await runner.setup()
+    await web.TCPSite(runner, options.metrics_host, options.metrics_port).start()
+    log.info("metrics on %s:%s", options.metrics_host, options.metrics_port)
+    work = reconciler.Reconciler(
+        kube,
+        reconciler.Settings(
+            image=options.image,
+            node_loss_grace=options.node_loss_grace,
+            leader_timeout=options.leader_timeout,
+        ),
+        events=handlers.post_event,
+        metrics=registry_metrics,
+    )
+    try:
+        acquiring = asyncio.ensure_future(held.acquire())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            acquiring.cancel()
+            return 0
+        return await _act(options, work, kube, wakeups, held, stop)
+    finally:
+        await work.close()
+        await runner.cleanup()
+        if held.held:
+            await asyncio.to_thread(held.release)
+
+
+async def _act(
+    options: Options,
+    work: reconciler.Reconciler,
+    kube: api.Api,
+    wakeups: handlers.Wakeups,
+    held: lease.Lease,
+    stop: asyncio.Event,
+) -> int:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_via_client(**kwargs)
+
+    handlers.register(registry, work, kube, wakeups)
+    keeping = asyncio.ensure_future(held.keep())
+    operator = asyncio.ensure_future(
+        kopf.operator(
+            registry=registry,
+            clusterwide=not options.namespaces,
+            namespaces=list(options.namespaces),
+            standalone=True,
+            stop_flag=stop,
+        )
+    )
+    await asyncio.wait({keeping, operator}, return_when=asyncio.FIRST_COMPLETED)
+    if keeping.done() and not stop.is_set():
+        stop.set()  # the lease is gone: another instance may act now, this one must not
+        await operator
+        return 1
+    keeping.cancel()
+    await operator
+    return 0

@@ -1,0 +1,71 @@
+"""A GitRepository's spec as typed values, with the CRD's defaults applied again.
+
+The CRD schema defaults and validates; reading defensively here keeps the operator correct
+against objects stored before a default existed, or a CRD installed without them.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Toleration:
+    key: str | None
+    operator: str | None
+    value: str | None
+    effect: str | None
+    seconds: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositorySpec:
+    replicas: int = 3
+    storage_size: str = "1Gi"
+    storage_class: str | None = None
+    requests: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: {"cpu": "100m", "memory": "128Mi"}
+    )
+    limits: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    zone_spread: str = "Preferred"
+    credentials_secret: str | None = None
+    anonymous_read: bool = False
+    reclaim_policy: str = "Retain"
+
+    @classmethod
+    def from_body(cls, spec: Mapping[str, Any]) -> "RepositorySpec":
+        storage = spec.get("storage") or {}
+        resources = spec.get("resources") or {}
+        placement = spec.get("placement") or {}
+        auth = spec.get("auth") or {}
+        default = cls()
+        return cls(
+            replicas=int(spec.get("replicas", default.replicas)),
+            storage_size=str(storage.get("size", default.storage_size)),
+            storage_class=storage.get("storageClassName"),
+            requests=_quantities(resources.get("requests")) or default.requests,
+            limits=_quantities(resources.get("limits")),
+            node_selector={
+                str(k): str(v) for k, v in (placement.get("nodeSelector") or {}).items()
+            },
+            tolerations=tuple(
+                Toleration(
+                    key=item.get("key"),
+                    operator=item.get("operator"),
+                    value=item.get("value"),
+                    effect=item.get("effect"),
+                    seconds=item.get("tolerationSeconds"),
+                )
+                for item in placement.get("tolerations") or ()
+            ),
+            zone_spread=str(placement.get("zoneSpread", default.zone_spread)),
+            credentials_secret=auth.get("credentialsSecret"),
+            anonymous_read=bool(spec.get("anonymousRead", False)),
+            reclaim_policy=str(spec.get("reclaimPolicy", default.reclaim_policy)),
+        )
+
+
+def _quantities(values: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(key): str(value) for key, value in (values or {}).items()}

@@ -1,0 +1,164 @@
+"""The GitRepository status a pass reports: derived from the durable part and what was seen.
+
+Conditions follow the Kubernetes API conventions: each has a type, a status, a CamelCase
+reason, a sentence for people, and keeps its lastTransitionTime while its status holds.
+"""
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gitquorum.kube import names, planning
+from gitquorum.replication import decisions
+
+
+def derive(
+    body: Mapping[str, Any],
+    durable: planning.Durable,
+    observed: Mapping[str, planning.Observed],
+    *,
+    replicas: int,
+    credentials_secret: str,
+    blocked: str | None,
+) -> dict[str, Any]:
+    """The whole status; ``blocked`` says why the last decision could not be carried out."""
+    metadata = body["metadata"]
+    repository, namespace = metadata["name"], metadata["namespace"]
+    leader = observed.get(durable.leader or "")
+    leader_report = leader.report if leader is not None else None
+    members = []
+    for member in durable.members:
+        item = observed.get(member.name) or planning.Observed(member.name)
+        report = item.report or {}
+        entry: dict[str, Any] = {
+            "name": member.name,
+            "pod": member.name if item.pod else "",
+            "node": item.node or "",
+            "pvc": member.name if item.claim else "",
+            "role": str(report.get("role", "")),
+            "state": item.state,
+            "voter": member.voter,
+        }
+        if item.report is not None:
+            entry["generation"] = int(report.get("generation", 0))
+            entry["checksum"] = str(report.get("checksum", ""))
+        if item.unschedulable:
+            entry["message"] = item.unschedulable
+        members.append(entry)
+    ready = sum(1 for member in durable.members if _ready(observed.get(member.name)))
+    status: dict[str, Any] = {
+        **durable.to_status(),
+        "observedGeneration": metadata.get("generation", 0),
+        "replicas": len(durable.members),
+        "readyReplicas": ready,
+        "selector": names.selector(repository),
+        "url": names.clone_url(repository, namespace),
+        "credentialsSecret": credentials_secret,
+        "replicaStatuses": members,
+    }
+    if leader_report is not None:
+        status["generation"] = int(leader_report.get("generation", 0))
+        status["checksum"] = str(leader_report.get("checksum", ""))
+    status["conditions"] = merge_conditions(
+        (body.get("status") or {}).get("conditions") or [],
+        conditions(durable, observed, replicas=replicas, blocked=blocked),
+        generation=int(metadata.get("generation", 0)),
+    )
+    return status
+
+
+def _ready(item: planning.Observed | None) -> bool:
+    return item is not None and item.ready and item.in_sync
+
+
+def conditions(
+    durable: planning.Durable,
+    observed: Mapping[str, planning.Observed],
+    *,
+    replicas: int,
+    blocked: str | None,
+) -> list[tuple[str, bool, str, str]]:
+    """(type, status, reason, message) for Ready, Available, ReplicasInSync, Degraded."""
+    in_sync = [m.name for m in durable.members if _ready(observed.get(m.name))]
+    needed = decisions.quorum(replicas)
+    leader = observed.get(durable.leader or "")
+    writable = leader is not None and bool((leader.report or {}).get("writable"))
+    if durable.term == 0 or leader is None:
+        ready = (False, "NoLeader", blocked or "no leader has been chosen yet")
+    elif not writable:
+        ready = (
+            False,
+            "LeaderNotWritable",
+            blocked or f"leader {durable.leader} takes no writes yet",
+        )
+    elif len(in_sync) < needed:
+        ready = (
+            False,
+            "NoQuorum",
+            f"{len(in_sync)} of {replicas} replicas in sync, {needed} needed",
+        )
+    else:
+        ready = (
+            True,
+            "QuorumInSync",
+            f"{durable.leader} leads term {durable.term}; "
+            f"{len(in_sync)} of {replicas} replicas in sync",
+        )
+    out_of_sync = [
+        f"{m.name} {(observed.get(m.name) or planning.Observed(m.name)).state}"
+        for m in durable.members
+        if m.name not in in_sync
+    ]
+    complete = not out_of_sync and len(durable.members) == replicas
+    detail = ", ".join(out_of_sync) or f"{len(durable.members)} of {replicas} replicas exist"
+    return [
+        ("Ready", *ready),
+        (
+            "Available",
+            bool(in_sync),
+            "ReplicasServing" if in_sync else "NoReplicaServing",
+            f"{len(in_sync)} replica(s) serve reads",
+        ),
+        (
+            "ReplicasInSync",
+            complete,
+            "AllInSync" if complete else "ReplicasBehind",
+            f"all {replicas} replicas in sync" if complete else detail,
+        ),
+        (
+            "Degraded",
+            not complete,
+            "ReplicasBehind" if not complete else "AllInSync",
+            detail if not complete else "nothing to heal",
+        ),
+    ]
+
+
+def merge_conditions(
+    previous: Sequence[Mapping[str, Any]],
+    current: Sequence[tuple[str, bool, str, str]],
+    *,
+    generation: int,
+    now: datetime.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Conditions with lastTransitionTime kept from ``previous`` while the status holds."""
+    stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = {item.get("type"): item for item in previous}
+    merged = []
+    for kind, value, reason, message in current:
+        text = "True" if value else "False"
+        old = before.get(kind)
+        changed = old is None or old.get("status") != text
+        merged.append(
+            {
+                "type": kind,
+                "status": text,
+                "reason": reason,
+                "message": message,
+                "observedGeneration": generation,
+                "lastTransitionTime": stamp
+                if changed or old is None
+                else old.get("lastTransitionTime", stamp),
+            }
+        )
+    return merged
