@@ -4,6 +4,7 @@ Creating something that already exists and deleting something already gone are s
 every pass is level-based and may repeat the previous pass's work.
 """
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -144,6 +145,14 @@ class Api:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+def message(error: ApiException) -> str:
+    """The API server's own sentence for a refusal, else its reason."""
+    try:
+        return str(json.loads(error.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(error.reason)
 
 
 def _claim_names(items: Any) -> list[str]:

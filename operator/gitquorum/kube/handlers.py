@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from gitquorum.kube import api, names, reconciler
 from gitquorum.kube.spec import RepositorySpec
@@ -140,6 +141,19 @@ def register(
                         list(replica_claims.get(key, [])),
                         nodes,
                     )
+                except ApiException as error:
+                    # The API server said no (namespace terminating, quota, RBAC): one line
+                    # saying what, not a traceback, and the next pass tries again.
+                    log.warning(
+                        "%s/%s: pass stopped: API %s %s: %s",
+                        namespace,
+                        name,
+                        error.status,
+                        error.reason,
+                        api.message(error),
+                    )
+                    work.metrics.errors.inc(())
+                    delay = 5.0
                 except Exception:
                     log.exception("%s/%s: reconcile pass failed; retrying", namespace, name)
                     work.metrics.errors.inc(())
