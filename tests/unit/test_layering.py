@@ -1,7 +1,8 @@
 """Import rules that keep the layout honest (an import-linter contract, as a test).
 
-Only the HTTP layer imports the web framework, nothing imports kopf yet outside the
-handlers that do not exist yet, and the wire protocol package does no I/O of the server's.
+Only the HTTP layer imports the web framework, only the operator's kopf wiring imports kopf,
+only the operator package talks to Kubernetes, and the wire protocol package does no I/O of
+the server's.
 """
 
 import ast
@@ -18,7 +19,10 @@ HTTP_LAYER = {
     "replication/peerapi.py",
     "replication/peerclient.py",
     "replication/forwarding.py",
+    "kube/metrics.py",
+    "kube/running.py",
 }
+KOPF_WIRING = {"kube/handlers.py", "kube/running.py"}
 
 
 def imports(path: pathlib.Path) -> set[str]:
@@ -60,5 +64,34 @@ def test_server_imports_no_kubernetes_libraries() -> None:
         for name, found in modules().items()
         if name.startswith(("server/", "protocol/"))
         and any(i.split(".")[0] in ("kopf", "kubernetes") for i in found)
+    }
+    assert offenders == set()
+
+
+def test_only_the_operator_wiring_imports_kopf() -> None:
+    offenders = {
+        name
+        for name, found in modules().items()
+        if any(i.split(".")[0] == "kopf" for i in found) and name not in KOPF_WIRING
+    }
+    assert offenders == set()
+
+
+def test_only_the_operator_package_imports_kubernetes() -> None:
+    offenders = {
+        name
+        for name, found in modules().items()
+        if any(i.split(".")[0] == "kubernetes" for i in found) and not name.startswith("kube/")
+    }
+    assert offenders == set()
+
+
+def test_operator_decisions_do_no_io() -> None:
+    pure = {"kube/planning.py", "kube/status.py", "kube/manifests.py", "kube/spec.py"}
+    offenders = {
+        name
+        for name, found in modules().items()
+        if name in pure
+        and any(i.split(".")[0] in ("kopf", "kubernetes", "aiohttp", "asyncio") for i in found)
     }
     assert offenders == set()
