@@ -197,7 +197,7 @@ def test_scale_down_waits_rather_than_break_majority():
     assert result is not None and result.kind is Kind.WAIT
 
 
-@pytest.mark.parametrize("replicas", [1, 2, 3, 5])
+@pytest.mark.parametrize("replicas", [1, 2, 3, 4, 5])
 def test_membership_changes_one_voter_at_a_time(replicas: int):
     """Whatever the replicas report, a step adds or removes at most one voter."""
     states = ("InSync", "Behind", "Rebuilding", None, "lost")
@@ -223,6 +223,8 @@ def test_membership_changes_one_voter_at_a_time(replicas: int):
                 left = result.durable.voters
                 in_sync = [v for v in left if observed[v].in_sync]
                 assert len(in_sync) >= len(left) // 2 + 1, (combination, result)
+                # Never fewer acknowledging copies than a majority of the spec's replicas.
+                assert len(left) // 2 + 1 >= replicas // 2 + 1, (combination, result)
 
 
 def test_configuration_addresses_and_stopped():
@@ -247,3 +249,15 @@ def test_configuration_addresses_and_stopped():
     }
     assert configuration.voters == {"r-1", "r-2", "r-3"}
     assert configuration.stopped == {"r-2", "r-3", "r-4"}
+
+
+def test_remove_lost_second_voter_of_five_waits_for_the_first_replacement():
+    members = tuple(Member(f"r-{i}", i != 5) for i in (1, 2, 3, 4, 5))
+    durable = Durable(term=1, leader="r-1", members=(*members[:4], Member("r-6", False)))
+    observed = {n: running(n) for n in ("r-1", "r-2", "r-3")}
+    observed["r-4"] = running("r-4", node_lost=True, report=None)
+    observed["r-6"] = running("r-6", report=report(state="Rebuilding"))
+    # Voters r-1..r-4 (a fifth was lost and removed before): dropping r-4 would leave 3 voters,
+    # whose majority (2) is less than a majority of 5.
+    result = step(durable, observed, replicas=5)
+    assert result is not None and result.kind is Kind.WAIT

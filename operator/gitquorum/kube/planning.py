@@ -141,7 +141,7 @@ def next_step(
     if _leader_lost(durable, observed, leader_timeout):
         return _elect(durable, observed)
     for step in (
-        _remove_lost(durable, observed),
+        _remove_lost(durable, observed, replicas),
         _remove_excess(durable, observed, replicas),
         _add(durable, replicas, repository),
         _promote(durable, observed, replicas),
@@ -212,10 +212,14 @@ def _elect(durable: Durable, observed: Mapping[str, Observed]) -> Step:
     )
 
 
-def _safe_to_drop_voter(durable: Durable, observed: Mapping[str, Observed], name: str) -> bool:
-    """Whether the voters left after ``name`` goes still hold a majority in sync."""
+def _safe_to_drop_voter(
+    durable: Durable, observed: Mapping[str, Observed], name: str, replicas: int
+) -> bool:
+    """Whether ``name`` may stop voting: the voters left hold a majority in sync, and their
+    majority is still a majority of ``spec.replicas`` (a write is never acknowledged by fewer
+    copies than the spec promises, however many voters were lost)."""
     remaining = durable.voters - {name}
-    if not remaining:
+    if not remaining or decisions.quorum(len(remaining)) < decisions.quorum(replicas):
         return False
     in_sync = sum(1 for voter in remaining if voter in observed and observed[voter].in_sync)
     return in_sync >= decisions.quorum(len(remaining))
@@ -225,16 +229,16 @@ def _without(durable: Durable, name: str) -> Durable:
     return dataclasses.replace(durable, members=tuple(m for m in durable.members if m.name != name))
 
 
-def _remove_lost(durable: Durable, observed: Mapping[str, Observed]) -> Step | None:
+def _remove_lost(durable: Durable, observed: Mapping[str, Observed], replicas: int) -> Step | None:
     for member in durable.members:
         item = observed.get(member.name)
         if item is None or not item.node_lost or member.name == durable.leader:
             continue
-        if member.voter and not _safe_to_drop_voter(durable, observed, member.name):
+        if member.voter and not _safe_to_drop_voter(durable, observed, member.name, replicas):
             return Step(
                 Kind.WAIT,
-                f"replica {member.name} is on a lost node ({item.node}), but too few other "
-                "replicas are in sync to replace it safely",
+                f"replica {member.name} is on a lost node ({item.node}); it is replaced once "
+                "enough of the other replicas are in sync (and earlier replacements vote)",
             )
         return Step(
             Kind.REMOVE_LOST,
@@ -260,7 +264,7 @@ def _remove_excess(
         (m for m in durable.members if m.name != durable.leader), key=badness, reverse=True
     )
     for member in candidates:
-        if member.voter and not _safe_to_drop_voter(durable, observed, member.name):
+        if member.voter and not _safe_to_drop_voter(durable, observed, member.name, replicas):
             continue
         return Step(
             Kind.REMOVE_EXCESS,
