@@ -37,7 +37,11 @@ RUN apt-get update \
 # Installed from the build stage's wheels only; the bind mount keeps them out of the layers.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels gitquorum
-# Numeric, so that Kubernetes can check runAsNonRoot without a passwd entry.
+# A passwd entry for 65532: git and Python's getpass look the user up by uid. USER stays
+# numeric, so that Kubernetes can check runAsNonRoot.
+RUN groupadd --system --gid 65532 gitquorum \
+    && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
+       --shell /usr/sbin/nologin gitquorum
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["gitquorum"]
