@@ -94,11 +94,15 @@ class Api:
             raise
         return dict((secret.metadata and secret.metadata.annotations) or {})
 
-    def replace_secret(self, namespace: str, manifest: Mapping[str, Any]) -> None:
-        self.core.replace_namespaced_secret(
+    def patch_secret(self, namespace: str, manifest: Mapping[str, Any]) -> None:
+        """Merges the manifest's data and annotations into the Secret (RBAC: patch only)."""
+        self.core.patch_namespaced_secret(
             manifest["metadata"]["name"],
             namespace,
-            dict(manifest),  # type: ignore[arg-type]
+            {
+                "metadata": {"annotations": manifest["metadata"].get("annotations", {})},
+                "stringData": manifest["stringData"],
+            },
         )
 
     def patch_budget(self, namespace: str, name: str, min_available: int) -> None:

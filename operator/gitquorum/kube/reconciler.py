@@ -224,7 +224,7 @@ class Reconciler:
         if annotations is None:
             await asyncio.to_thread(self.kube.create, namespace, manifest)
         else:
-            await asyncio.to_thread(self.kube.replace_secret, namespace, manifest)
+            await asyncio.to_thread(self.kube.patch_secret, namespace, manifest)
 
     # -- observing ------------------------------------------------------------------------------
 
