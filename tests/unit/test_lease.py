@@ -1,0 +1,96 @@
+"""The operator's Lease: one holder at a time, takeover only after expiry, clean release."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from gitquorum.kube import lease
+
+pytestmark = pytest.mark.unit
+
+
+class FakeLeases:
+    """A Lease store with resourceVersion checks, like the API server's."""
+
+    def __init__(self) -> None:
+        self.stored: client.V1Lease | None = None
+        self.version = 0
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> client.V1Lease:
+        if self.stored is None:
+            raise ApiException(status=404)
+        return copy.deepcopy(self.stored)
+
+    def create_namespaced_lease(self, namespace: str, body: client.V1Lease) -> None:
+        if self.stored is not None:
+            raise ApiException(status=409)
+        self._store(body)
+
+    def replace_namespaced_lease(self, name: str, namespace: str, body: client.V1Lease) -> None:
+        assert self.stored is not None
+        if body.metadata.resource_version != self.stored.metadata.resource_version:
+            raise ApiException(status=409)
+        self._store(body)
+
+    def _store(self, body: client.V1Lease) -> None:
+        self.version += 1
+        body = copy.deepcopy(body)
+        body.metadata.resource_version = str(self.version)
+        self.stored = body
+
+
+def instance(store: FakeLeases, identity: str) -> lease.Lease:
+    held = lease.Lease(client.ApiClient(), namespace="ns", name="op", identity=identity)
+    held.api = store  # type: ignore[assignment]
+    return held
+
+
+def test_lease_one_holder_at_a_time():
+    store = FakeLeases()
+    first, second = instance(store, "a"), instance(store, "b")
+    assert first.try_take() is True
+    assert second.try_take() is False
+    assert first.try_take() is True  # renewal
+    assert store.stored is not None and store.stored.spec.holder_identity == "a"
+
+
+def test_lease_taken_over_only_after_expiry():
+    store = FakeLeases()
+    first, second = instance(store, "a"), instance(store, "b")
+    first.try_take()
+    assert store.stored is not None
+    old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=16)
+    store.stored.spec.renew_time = old
+    assert second.try_take() is True
+    assert store.stored.spec.holder_identity == "b"
+    assert store.stored.spec.lease_transitions == 1
+    assert first.try_take() is False
+
+
+def test_lease_release_hands_over_at_once():
+    store = FakeLeases()
+    first, second = instance(store, "a"), instance(store, "b")
+    first.try_take()
+    first.release()
+    assert second.try_take() is True
+
+
+def test_lease_concurrent_writers_one_wins():
+    """Two instances read the same expired lease; the one writing second loses (409)."""
+    store = FakeLeases()
+    instance(store, "a").try_take()
+    assert store.stored is not None
+    store.stored.spec.renew_time = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
+        seconds=30
+    )
+    seen_by_c = store.read_namespaced_lease("op", "ns")
+    assert instance(store, "b").try_take() is True
+    late = instance(store, "c")
+    late.api.read_namespaced_lease = lambda name, namespace: copy.deepcopy(seen_by_c)  # type: ignore[method-assign]
+    assert late.try_take() is False
+    assert store.stored.spec.holder_identity == "b"
