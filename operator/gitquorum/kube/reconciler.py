@@ -110,6 +110,11 @@ class Reconciler:
         spec = RepositorySpec.from_body(body.get("spec") or {})
         problem = await self._ensure_objects(body, spec, memory)
         durable = planning.Durable.from_status(body.get("status") or {})
+        if problem is not None:
+            # Nothing can run without its credentials; say so where the user looks.
+            self._event(body, memory, "Warning", "CredentialsInvalid", problem)
+            await self._write(body, durable, {}, spec, memory, problem)
+            return self.settings.idle_interval
         observed = await self._observe(durable, pods, claims, nodes, memory)
         step = planning.next_step(
             durable,
@@ -119,7 +124,7 @@ class Reconciler:
             leader_timeout=self.settings.leader_timeout,
             repository=name,
         )
-        blocked = problem
+        blocked = None
         if step is not None and step.durable is not None:
             body = await self._write(body, step.durable, observed, spec, memory, None)
             durable = step.durable
