@@ -98,6 +98,9 @@ async def _act(
             clusterwide=not options.namespaces,
             namespaces=list(options.namespaces),
             standalone=True,
+            # kopf would otherwise ask getpass for the user, which a non-root uid without a
+            # passwd entry (the usual container) does not have.
+            identity=options.identity,
             stop_flag=stop,
         )
     )
