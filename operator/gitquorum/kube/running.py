@@ -100,7 +100,7 @@ async def _act(
             standalone=True,
             # kopf would otherwise ask getpass for the user, which a non-root uid without a
             # passwd entry (the usual container) does not have.
-            identity=options.identity,
+            identity=options.identity,  # type: ignore[arg-type]  # kopf.Identity is a NewType of str
             stop_flag=stop,
         )
     )
