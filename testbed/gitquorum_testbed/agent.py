@@ -7,6 +7,16 @@ every process of its pods at once.
 
 A file ``partitioned`` in the node's directory makes it behave as a node cut off from the
 network: no heartbeats, no status, no reaction to the API; its processes keep running.
+
+A hollow node (``--hollow``, as kubemark's hollow nodes) does everything above except run pods:
+its Node, Lease, status and volumes are real, so the scheduler places pods on it and
+WaitForFirstConsumer claims bind, but pods bound to it keep the status the scheduler left them
+(Pending, PodScheduled): no process, no address, no status write. It only completes their
+deletion. It is labelled and tainted ``node.gitquorum.io/hollow``, so only pods that tolerate
+the taint land there (a replica that would never start must not replace a lost one by
+accident), and it advertises a large capacity. What it costs is one Python process that
+follows the API by watch (``mirrors``): a few tens of MiB and nearly no CPU, whatever the
+number of pods bound to it.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from gitquorum_testbed import pods, settings
+from gitquorum_testbed import mirrors, pods, settings
 
 log = logging.getLogger("gitquorum_testbed.agent")
 
@@ -34,11 +44,16 @@ HEARTBEAT_SECONDS = 2.0
 STATUS_SECONDS = 10.0
 SYNC_SECONDS = 0.5
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+HOLLOW_KEY = "node.gitquorum.io/hollow"
+"""Label and NoSchedule taint of hollow nodes."""
 
 
 class Agent:
-    def __init__(self, node: settings.NodeConfig, layout: settings.Layout) -> None:
+    def __init__(
+        self, node: settings.NodeConfig, layout: settings.Layout, *, hollow: bool = False
+    ) -> None:
         self.node = node
+        self.hollow = hollow
         self.layout = layout
         self.dir = layout.node_dir(node.name)
         configuration = client.Configuration()
@@ -50,12 +65,24 @@ class Agent:
         self.runtimes: dict[str, pods.PodRuntime] = {}
         self.paused = threading.Event()
         self.ca_cert = layout.pki / "ca.crt"
+        self.claims = mirrors.Mirror(
+            self.core.list_persistent_volume_claim_for_all_namespaces, what="claims"
+        )
+        self.volumes = mirrors.Mirror(self.core.list_persistent_volume, what="volumes")
+        # A hollow node may hold hundreds of pods and only needs to see their deletion.
+        self.bound_pods = mirrors.Mirror(
+            self.core.list_pod_for_all_namespaces,
+            what=f"pods of {node.name}",
+            field_selector=f"spec.nodeName={node.name}",
+        )
 
     # --- main loops ------------------------------------------------------------------------
 
     def run(self) -> None:
         self.register()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        for mirror in (self.claims, self.volumes, *([self.bound_pods] if self.hollow else [])):
+            mirror.start()
         while True:
             partitioned = (self.dir / "partitioned").exists()
             if partitioned != self.paused.is_set():
@@ -63,7 +90,10 @@ class Agent:
                 (self.paused.set if partitioned else self.paused.clear)()
             if not partitioned:
                 try:
-                    self.sync_pods()
+                    if self.hollow:
+                        self.complete_deletions()
+                    else:
+                        self.sync_pods()
                     self.provision_volumes()
                     self.release_volumes()
                 except client.ApiException as exc:
@@ -96,10 +126,16 @@ class Agent:
             "topology.kubernetes.io/region": settings.REGION,
             "node.gitquorum.io/testbed": "true",
         }
+        taints = []
+        if self.hollow:
+            labels[HOLLOW_KEY] = "true"
+            taints.append(client.V1Taint(key=HOLLOW_KEY, value="true", effect="NoSchedule"))
         body = client.V1Node(
             metadata=client.V1ObjectMeta(name=self.node.name, labels=labels),
             spec=client.V1NodeSpec(
-                pod_cidr=str(self.node.pod_network), pod_cidrs=[str(self.node.pod_network)]
+                pod_cidr=str(self.node.pod_network),
+                pod_cidrs=[str(self.node.pod_network)],
+                taints=taints or None,
             ),
         )
         try:
@@ -203,7 +239,7 @@ class Agent:
             if pod.metadata.deletion_timestamp is not None:
                 grace = float(pod.metadata.deletion_grace_period_seconds or 0)
                 if runtime is None:
-                    self._delete_now(pod)
+                    self._delete_now(pod.metadata.name, pod.metadata.namespace, uid)
                 else:
                     runtime.terminate(grace)
                 continue
@@ -220,6 +256,13 @@ class Agent:
                 # Force-deleted behind our back: nobody is waiting for a graceful exit.
                 runtime.kill_now()
                 del self.runtimes[uid]
+
+    def complete_deletions(self) -> None:
+        """A hollow node's pod sync: nothing runs, so a deleted pod can go at once."""
+        for pod in self.bound_pods.items():
+            metadata = pod["metadata"]
+            if metadata.get("deletionTimestamp"):
+                self._delete_now(metadata["name"], metadata["namespace"], metadata["uid"])
 
     def _start(self, pod: client.V1Pod, *, used: set[str | None]) -> None:
         in_use = used | {r.address for r in self.runtimes.values()}
@@ -240,37 +283,37 @@ class Agent:
         self.runtimes[pod.metadata.uid] = runtime
         runtime.start()
 
-    def _delete_now(self, pod: client.V1Pod) -> None:
+    def _delete_now(self, name: str, namespace: str, uid: str) -> None:
         try:
             self.core.delete_namespaced_pod(
-                pod.metadata.name,
-                pod.metadata.namespace,
+                name,
+                namespace,
                 body=client.V1DeleteOptions(
-                    grace_period_seconds=0,
-                    preconditions=client.V1Preconditions(uid=pod.metadata.uid),
+                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
                 ),
             )
         except client.ApiException as exc:
             if exc.status not in (404, 409):
                 raise
-        shutil.rmtree(self.dir / "pods" / pod.metadata.uid, ignore_errors=True)
+        shutil.rmtree(self.dir / "pods" / uid, ignore_errors=True)
 
     # --- local volumes -------------------------------------------------------------------------
 
     def provision_volumes(self) -> None:
         """Create a PV for every claim of the local class that the scheduler put on this node."""
-        for pvc in self.core.list_persistent_volume_claim_for_all_namespaces().items:
-            annotations = pvc.metadata.annotations or {}
+        for pvc in self.claims.items():
+            metadata, spec = pvc["metadata"], pvc["spec"]
+            annotations = metadata.get("annotations") or {}
             if (
                 annotations.get(SELECTED_NODE) != self.node.name
-                or pvc.spec.volume_name
-                or pvc.status.phase != "Pending"
-                or pvc.metadata.deletion_timestamp
+                or spec.get("volumeName")
+                or (pvc.get("status") or {}).get("phase") != "Pending"
+                or metadata.get("deletionTimestamp")
             ):
                 continue
-            if pvc.spec.storage_class_name != STORAGE_CLASS:
+            if spec.get("storageClassName") != STORAGE_CLASS:
                 continue
-            name = f"pvc-{pvc.metadata.uid}"
+            name = f"pvc-{metadata['uid']}"
             path = self.dir / "volumes" / name
             path.mkdir(parents=True, exist_ok=True)
             pv = client.V1PersistentVolume(
@@ -278,17 +321,17 @@ class Agent:
                     name=name, annotations={"pv.kubernetes.io/provisioned-by": PROVISIONER}
                 ),
                 spec=client.V1PersistentVolumeSpec(
-                    capacity={"storage": pvc.spec.resources.requests["storage"]},
-                    access_modes=pvc.spec.access_modes,
+                    capacity={"storage": spec["resources"]["requests"]["storage"]},
+                    access_modes=spec.get("accessModes"),
                     persistent_volume_reclaim_policy="Delete",
                     storage_class_name=STORAGE_CLASS,
                     volume_mode="Filesystem",
                     local=client.V1LocalVolumeSource(path=str(path)),
                     claim_ref=client.V1ObjectReference(
                         kind="PersistentVolumeClaim",
-                        namespace=pvc.metadata.namespace,
-                        name=pvc.metadata.name,
-                        uid=pvc.metadata.uid,
+                        namespace=metadata["namespace"],
+                        name=metadata["name"],
+                        uid=metadata["uid"],
                         api_version="v1",
                     ),
                     node_affinity=_node_affinity(self.node.name),
@@ -300,31 +343,31 @@ class Agent:
                     "node %s: provisioned %s for %s/%s",
                     self.node.name,
                     name,
-                    pvc.metadata.namespace,
-                    pvc.metadata.name,
+                    metadata["namespace"],
+                    metadata["name"],
                 )
             except client.ApiException as exc:
+                # 409: created on an earlier pass that the mirror has not caught up with.
                 if exc.status != 409:
                     raise
 
     def release_volumes(self) -> None:
         """Delete released volumes of this node whose reclaim policy is Delete."""
-        for pv in self.core.list_persistent_volume().items:
-            annotations = pv.metadata.annotations or {}
+        for pv in self.volumes.items():
+            metadata, spec = pv["metadata"], pv["spec"]
+            annotations = metadata.get("annotations") or {}
             if annotations.get("pv.kubernetes.io/provisioned-by") != PROVISIONER:
                 continue
-            if (
-                pv.status.phase != "Released"
-                or pv.spec.persistent_volume_reclaim_policy != "Delete"
-            ):
+            phase = (pv.get("status") or {}).get("phase")
+            if phase != "Released" or spec.get("persistentVolumeReclaimPolicy") != "Delete":
                 continue
-            path = Path(pv.spec.local.path)
+            path = Path(spec["local"]["path"])
             if not path.is_relative_to(self.dir):
                 continue
             shutil.rmtree(path, ignore_errors=True)
             try:
-                self.core.delete_persistent_volume(pv.metadata.name)
-                log.info("node %s: deleted released volume %s", self.node.name, pv.metadata.name)
+                self.core.delete_persistent_volume(metadata["name"])
+                log.info("node %s: deleted released volume %s", self.node.name, metadata["name"])
             except client.ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -360,11 +403,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="gitquorum-testbed-agent")
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--node", required=True)
+    parser.add_argument("--hollow", action="store_true", help="a node that never runs its pods")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     layout = settings.Layout(args.root)
     node = settings.NodeConfig.load(layout.node_dir(args.node) / "node.json")
-    Agent(node, layout).run()
+    Agent(node, layout, hollow=args.hollow).run()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
     gitquorum-testbed logs POD [-n NAMESPACE] [-c CONTAINER]
     gitquorum-testbed down [--keep-state]
     gitquorum-testbed node stop|start|partition|heal|remove NAME
-    gitquorum-testbed node add [NAME]
+    gitquorum-testbed node add [--hollow] [NAME]
 
 State lives under ``.testbed/`` (or ``--root`` / ``$GITQUORUM_TESTBED_ROOT``).
 """
@@ -54,9 +54,16 @@ def parser() -> argparse.ArgumentParser:
         ("start", "power back on, with its disks"),
         ("partition", "cut its network; processes keep running"),
         ("heal", "restore its network"),
+        ("remove", "the node leaves for good: agent, disks and Node object"),
     ):
         node_sub.add_parser(action, help=text).add_argument("name")
-    node_sub.add_parser("add", help="a new empty node joins").add_argument("name", nargs="?")
+    add = node_sub.add_parser("add", help="a new empty node joins")
+    add.add_argument("name", nargs="?")
+    add.add_argument(
+        "--hollow",
+        action="store_true",
+        help="a node that is Ready and binds volumes but never runs its pods (for benchmarks)",
+    )
     return p
 
 
@@ -89,8 +96,9 @@ def _dispatch(testbed: cluster.Testbed, args: argparse.Namespace) -> int:
         testbed.down(keep_state=args.keep_state)
     elif args.command == "node":
         if args.action == "add":
-            node = testbed.node_add(args.name)
-            print(f"node {node.name} joined (zone {node.zone})")
+            node = testbed.node_add(args.name, hollow=args.hollow)
+            kind = "hollow node" if args.hollow else "node"
+            print(f"{kind} {node.name} joined (zone {node.zone})")
         else:
             getattr(testbed, f"node_{args.action}")(args.name)
             print(f"node {args.name}: {args.action} done")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -15,6 +16,9 @@ from gitquorum_testbed import agent, binaries, controlplane, network, pods, proc
 
 PROXY = "proxy"
 NODE_READY_TIMEOUT = 60.0
+# Marker file of a hollow node, next to ``stopped`` and ``partitioned``; a marker rather than a
+# NodeConfig field so that node.json stays readable by a process started from an older checkout.
+HOLLOW = "hollow"
 
 
 class TestbedError(RuntimeError):
@@ -86,7 +90,7 @@ class Testbed:
             pid = processes.running(_agent_name(node.name), pids=self.layout.pids)
             flags = [
                 f
-                for f in ("stopped", "partitioned")
+                for f in (HOLLOW, "stopped", "partitioned")
                 if (self.layout.node_dir(node.name) / f).exists()
             ]
             state = "running" if pid else "stopped"
@@ -117,18 +121,24 @@ class Testbed:
             f"no node {name!r}; nodes: {', '.join(n.name for n in self.node_configs()) or 'none'}"
         )
 
-    def node_add(self, name: str | None) -> settings.NodeConfig:
+    def node_add(self, name: str | None, *, hollow: bool = False) -> settings.NodeConfig:
+        """A new node joins, in the zone with the fewest nodes.
+
+        A hollow node (see agent.py) registers, stays Ready and provisions volumes but never
+        runs its pods; it is named ``hollow-<index>`` unless named here.
+        """
         _require_root()
         existing = self.node_configs()
         index = max((n.index for n in existing), default=0) + 1
         if index > 250:
             raise TestbedError("the testbed has room for 250 nodes")
-        name = name or f"node-{index}"
+        name = name or f"{'hollow' if hollow else 'node'}-{index}"
         if any(n.name == name for n in existing):
             raise TestbedError(f"node {name} exists already")
         zones = sorted({n.zone for n in existing}) or list(settings.ZONES_DEFAULT)
         counts = {z: sum(1 for n in existing if n.zone == z) for z in zones}
-        node = self._create_node(name, index=index, zone=min(zones, key=lambda z: counts[z]))
+        zone = min(zones, key=lambda z: counts[z])
+        node = self._create_node(name, index=index, zone=zone, hollow=hollow)
         self._start_agent(node)
         self.wait_node_ready(name, ready=True)
         return node
@@ -224,10 +234,24 @@ class Testbed:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _create_node(self, name: str, *, index: int, zone: str) -> settings.NodeConfig:
+    def is_hollow(self, name: str) -> bool:
+        return (self.layout.node_dir(name) / HOLLOW).exists()
+
+    def _create_node(
+        self, name: str, *, index: int, zone: str, hollow: bool = False
+    ) -> settings.NodeConfig:
         node = settings.NodeConfig(name=name, index=index, zone=zone)
+        if hollow:
+            node = dataclasses.replace(
+                node,
+                cpu=settings.HOLLOW_CPU,
+                memory=settings.HOLLOW_MEMORY,
+                max_pods=settings.HOLLOW_MAX_PODS,
+            )
         directory = self.layout.node_dir(name)
         directory.mkdir(parents=True, exist_ok=True)
+        if hollow:
+            (directory / HOLLOW).touch()
         node.save(directory / "node.json")
         return node
 
@@ -247,6 +271,7 @@ class Testbed:
             str(self.layout.root),
             "--node",
             node.name,
+            *(["--hollow"] if self.is_hollow(node.name) else []),
         ]
         processes.start(
             _agent_name(node.name),

@@ -22,6 +22,11 @@ BRIDGE_NAME = "gqbr0"
 KUBERNETES_SERVICE_IP = ipaddress.ip_address("10.96.0.1")
 ZONES_DEFAULT = ("zone-a", "zone-b", "zone-c")
 REGION = "testbed"
+# What a hollow node advertises: room for a benchmark's hundreds of pods, since none of them
+# will run (see agent.py).
+HOLLOW_CPU = "64"
+HOLLOW_MEMORY = "256Gi"
+HOLLOW_MAX_PODS = 500
 
 
 @dataclasses.dataclass(frozen=True)
