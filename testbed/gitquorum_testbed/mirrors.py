@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +25,6 @@ Body = dict[str, Any]
 
 WATCH_SECONDS = 60
 """Server-side lifetime of one watch request; the mirror then resumes from its version."""
-READ_TIMEOUT = WATCH_SECONDS + 30
-"""Seconds of silence after which a watch connection counts as dead (bookmarks come sooner)."""
 RETRY_SECONDS = 1.0
 """Pause before listing again after an error: the API server may be restarting."""
 GONE = 410
@@ -37,33 +34,50 @@ class Mirror:
     """Every object a list call returns, by uid, followed by watch in a daemon thread."""
 
     def __init__(
-        self, list_call: Callable[..., Any], *, what: str, field_selector: str | None = None
+        self,
+        list_call: Callable[..., Any],
+        *,
+        what: str,
+        field_selector: str | None = None,
+        watch_seconds: int = WATCH_SECONDS,
     ) -> None:
         self.list_call = list_call
         self.what = what
         self.selectors = {"field_selector": field_selector} if field_selector else {}
+        self.watch_seconds = watch_seconds
         self.objects: dict[str, Body] = {}
         self.lock = threading.Lock()
         self.synced = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"mirror {what}", daemon=True)
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name=f"mirror {self.what}", daemon=True).start()
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Ends the thread once its current watch request ends (``watch_seconds`` at most).
+
+        Agents never stop theirs (they die with the node); a short-lived process does, since
+        a daemon thread blocked in a TLS read may abort the interpreter at exit.
+        """
+        self.stopping.set()
+        self.thread.join()
 
     def items(self) -> list[Body]:
         with self.lock:
             return list(self.objects.values())
 
     def _run(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             try:
                 self._follow(self._list())
             except Exception as exc:  # the API server restarting, a dropped connection
                 log.warning("mirror of %s: %s; listing again", self.what, exc)
-                time.sleep(RETRY_SECONDS)
+                self.stopping.wait(RETRY_SECONDS)
 
     def _list(self) -> str:
         response = self.list_call(
-            _preload_content=False, _request_timeout=(10, READ_TIMEOUT), **self.selectors
+            _preload_content=False, _request_timeout=(10, 60), **self.selectors
         )
         _check(response)
         body = json.loads(response.data)
@@ -75,14 +89,14 @@ class Mirror:
 
     def _follow(self, version: str) -> None:
         """Applies watch events until the server says the version is gone."""
-        while True:
+        while not self.stopping.is_set():
             response = self.list_call(
                 watch=True,
                 resource_version=version,
                 allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_SECONDS,
+                timeout_seconds=self.watch_seconds,
                 _preload_content=False,
-                _request_timeout=(10, READ_TIMEOUT),
+                _request_timeout=(10, self.watch_seconds + 30),
                 **self.selectors,
             )
             try:
