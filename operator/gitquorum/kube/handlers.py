@@ -166,7 +166,7 @@ def register(
     @kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="deleted")
     async def deleted(body: Any, namespace: str, name: str, **_: Any) -> None:
         spec = RepositorySpec.from_body(body.get("spec") or {})
-        work.forget(body["metadata"]["uid"])
+        await work.forget(body["metadata"]["uid"])
         claims = await asyncio.to_thread(kube.repository_claims, namespace, name)
         if spec.reclaim_policy == "Delete":
             for claim in claims:

@@ -80,8 +80,11 @@ class Reconciler:
             if repository.peers is not None:
                 await repository.peers.close()
 
-    def forget(self, uid: str) -> None:
-        self.repositories.pop(uid, None)
+    async def forget(self, uid: str) -> None:
+        """Drops what was kept for a deleted repository, closing its connections."""
+        repository = self.repositories.pop(uid, None)
+        if repository is not None and repository.peers is not None:
+            await repository.peers.close()
 
     async def reconcile(
         self,

@@ -47,7 +47,10 @@ async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -
     registry_metrics = metrics.OperatorMetrics(
         repositories=lambda: float(len(wakeups.events)), leading=lambda: float(held.held)
     )
-    runner = web.AppRunner(metrics.application(registry_metrics, healthy=lambda: True))
+    # No access log: probes and scrapes every few seconds would drown the decisions.
+    runner = web.AppRunner(
+        metrics.application(registry_metrics, healthy=lambda: True), access_log=None
+    )
     await runner.setup()
     await web.TCPSite(runner, options.metrics_host, options.metrics_port).start()
     log.info("metrics on %s:%s", options.metrics_host, options.metrics_port)
