@@ -13,6 +13,7 @@ BENCHMARKS = {
     "git-server": "bench.git_server",
     "replication": "bench.replication",
     "faults": "bench.faults",
+    "operator": "bench.operator",
 }
 
 
