@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client, config
 
 from gitquorum_testbed import binaries, cluster
+from gitquorum_testbed.external import ExternalCluster
 from tests import waiting
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[cluster.Testbed]:
-    """A running testbed with three Ready nodes; brought down at the end if we brought it up."""
+    """A running testbed with three Ready nodes; brought down at the end if we brought it up.
+
+    With ``GITQUORUM_KUBECONFIG`` set, the cluster it names instead (kind, say: see
+    ``hack/kind-e2e.sh``), for the end-to-end tests (``-m e2e``).
+    """
+    external = os.environ.get("GITQUORUM_KUBECONFIG")
+    if external:
+        yield ExternalCluster(Path(external))  # type: ignore[misc]
+        return
     root = Path(os.environ.get("GITQUORUM_TESTBED_ROOT", REPO / ".testbed"))
     bed = cluster.Testbed(root)
     was_up = bed.layout.kubeconfig.exists() and _healthy(bed)
