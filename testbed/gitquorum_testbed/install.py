@@ -21,20 +21,28 @@ NAMESPACE = "gitquorum-system"
 
 
 def system_node(bed: cluster.Testbed) -> str:
-    """The operator's node: added once, labelled and tainted so that replicas stay off it."""
-    if SYSTEM_NODE not in {node.name for node in bed.node_configs()}:
-        bed.node_add(SYSTEM_NODE)
+    """The operator's node: added once, labelled and tainted so that replicas stay off it.
+
+    A cluster that already has a node labelled ``gitquorum.io/system=true`` (hack/kind.yaml
+    makes one) uses that one.
+    """
     kubectl = _kubectl(bed)
-    _run([*kubectl, "label", "node", SYSTEM_NODE, f"{SYSTEM_LABEL}=true", "--overwrite"])
-    _run([*kubectl, "taint", "node", SYSTEM_NODE, f"{SYSTEM_LABEL}=true:NoSchedule", "--overwrite"])
-    return SYSTEM_NODE
+    labelled = _run([*kubectl, "get", "nodes", "-l", f"{SYSTEM_LABEL}=true", "-o", "name"]).split()
+    if labelled:
+        name = labelled[0].removeprefix("node/")
+    else:
+        known = {node.name for node in bed.node_configs()}
+        name = SYSTEM_NODE if SYSTEM_NODE in known else bed.node_add(SYSTEM_NODE).name
+    _run([*kubectl, "label", "node", name, f"{SYSTEM_LABEL}=true", "--overwrite"])
+    _run([*kubectl, "taint", "node", name, f"{SYSTEM_LABEL}=true:NoSchedule", "--overwrite"])
+    return name
 
 
 def install_chart(
     bed: cluster.Testbed, *, node_loss_grace: int = 10, extra: tuple[str, ...] = ()
 ) -> None:
     """``helm upgrade --install`` of charts/gitquorum, waiting until the operator is ready."""
-    node = system_node(bed)
+    system_node(bed)
     helm = [str(binaries.directory() / "helm"), "--kubeconfig", str(bed.layout.kubeconfig)]
     _run(
         [
@@ -52,7 +60,7 @@ def install_chart(
             "--set",
             f"nodeLossGraceSeconds={node_loss_grace}",
             "--set-json",
-            "nodeSelector=" + json.dumps({"kubernetes.io/hostname": node}),
+            "nodeSelector=" + json.dumps({SYSTEM_LABEL: "true"}),
             "--set-json",
             "tolerations="
             + json.dumps(
