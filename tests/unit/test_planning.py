@@ -261,3 +261,11 @@ def test_remove_lost_second_voter_of_five_waits_for_the_first_replacement():
     # whose majority (2) is less than a majority of 5.
     result = step(durable, observed, replicas=5)
     assert result is not None and result.kind is Kind.WAIT
+
+
+def test_serving_follows_what_the_operator_reaches():
+    assert planning.serving(running("r-1"), 3.0) is True
+    assert planning.serving(running("r-1", report=None, silent=1.0), 3.0) is None
+    assert planning.serving(running("r-1", report=None, silent=4.0), 3.0) is False
+    assert planning.serving(running("r-1", node_lost=True), 3.0) is False
+    assert planning.serving(running("r-1", deleting=True), 3.0) is False

@@ -68,6 +68,23 @@ class Api:
             self.core.delete_namespaced_pod, name, namespace, body=options, _preload_content=False
         )
 
+    def patch_service_selector(
+        self, namespace: str, name: str, selector: Mapping[str, str]
+    ) -> None:
+        """Brings a Service made by an older operator to the selector this one uses."""
+        self.core.patch_namespaced_service(
+            name, namespace, {"spec": {"selector": dict(selector)}}, _preload_content=False
+        )
+
+    def label_pod(self, namespace: str, name: str, key: str, value: str) -> None:
+        self._gone_ok(
+            self.core.patch_namespaced_pod,
+            name,
+            namespace,
+            {"metadata": {"labels": {key: value}}},
+            _preload_content=False,
+        )
+
     def delete_claim(self, namespace: str, name: str) -> None:
         self._gone_ok(
             self.core.delete_namespaced_persistent_volume_claim,

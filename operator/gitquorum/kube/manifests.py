@@ -166,7 +166,7 @@ def replica_pod(
         "metadata": _metadata(
             replica,
             owner,
-            names.labels(repository, replica),
+            {**names.labels(repository, replica), names.SERVING_LABEL: "false"},
             # Bare pods owned by a custom controller block the autoscaler's scale-down unless
             # they say they may go; the PDB still guards the majority, and we heal the rest.
             annotations={names.SAFE_TO_EVICT: "true"},
@@ -213,6 +213,7 @@ def service(owner: Mapping[str, Any]) -> Manifest:
             "selector": {
                 names.REPOSITORY_LABEL: repository,
                 "app.kubernetes.io/component": "replica",
+                names.SERVING_LABEL: "true",
             },
             "ports": [{"name": "http", "port": 80, "targetPort": "git", "protocol": "TCP"}],
         },

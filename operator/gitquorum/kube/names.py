@@ -10,6 +10,11 @@ REPLICA_LABEL = "gitquorum.io/replica"
 OPERATOR_LABELS = {"app.kubernetes.io/name": "gitquorum-operator"}
 """How the chart labels the operator's pods (the NetworkPolicy lets them in)."""
 
+SERVING_LABEL = "gitquorum.io/serving"
+"""On replica pods, "true" while the operator reaches the replica: the client Service selects on
+it, so a replica on a node that died leaves the Service within seconds instead of after the
+node-monitor grace (40 s and more by default) it takes Kubernetes to mark the pod not ready."""
+
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 AUTH_FINGERPRINT = "gitquorum.io/credentials-fingerprint"
 

@@ -342,6 +342,16 @@ def configuration(durable: Durable, observed: Mapping[str, Observed]) -> members
     )
 
 
+def serving(item: Observed, timeout: float) -> bool | None:
+    """Whether clients should be sent to this replica: yes while it answers the operator, no
+    once it has been silent for ``timeout`` or its node is lost; None: leave it as it is."""
+    if item.node_lost or item.deleting:
+        return False
+    if item.report is not None:
+        return True
+    return False if item.silent >= timeout else None
+
+
 def orphans(durable: Durable, present: Iterable[str]) -> list[str]:
     """Replica pods or volumes that no member owns (removed members): to be deleted."""
     return sorted(set(present) - durable.member_names)

@@ -138,6 +138,7 @@ class Reconciler:
             self._event(body, memory, "Warning", step.kind.value, step.message)
         if durable.leader is not None and durable.term > 0:
             await self._configure(durable, observed, memory)
+        await self._label_serving(body, observed, pods)
         await self._converge(body, durable, observed, pods, claims, spec)
         await self._write(body, durable, observed, spec, memory, blocked)
         busy = any(item.ip for item in observed.values()) or (step is not None)
@@ -168,12 +169,19 @@ class Reconciler:
         )
         if not stored or "admin-token" not in stored:
             return f"Secret {names.replication_secret(repository)} has no admin-token"
+        service = manifests.service(body)
         for manifest in (
-            manifests.service(body),
+            service,
             manifests.disruption_budget(body, spec.replicas),
             manifests.network_policy(body),
         ):
             await asyncio.to_thread(self.kube.create, namespace, manifest)
+        await asyncio.to_thread(
+            self.kube.patch_service_selector,
+            namespace,
+            service["metadata"]["name"],
+            service["spec"]["selector"],
+        )
         await asyncio.to_thread(
             self.kube.patch_budget,
             namespace,
@@ -355,6 +363,22 @@ class Reconciler:
                 )
             except peerclient.PeerError as error:
                 log.info("replica %s not configured yet: %s", item.name, error)
+
+    async def _label_serving(
+        self, body: Body, observed: Mapping[str, planning.Observed], pods: list[Body]
+    ) -> None:
+        namespace = body["metadata"]["namespace"]
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            item = observed.get(name)
+            wanted = None if item is None else planning.serving(item, self.settings.leader_timeout)
+            current = (pod["metadata"].get("labels") or {}).get(names.SERVING_LABEL)
+            if wanted is None or current == str(wanted).lower():
+                continue
+            log.info("replica %s %s clients", name, "serves" if wanted else "no longer serves")
+            await asyncio.to_thread(
+                self.kube.label_pod, namespace, name, names.SERVING_LABEL, str(wanted).lower()
+            )
 
     async def _converge(
         self,
