@@ -269,3 +269,23 @@ def test_serving_follows_what_the_operator_reaches():
     assert planning.serving(running("r-1", report=None, silent=4.0), 3.0) is False
     assert planning.serving(running("r-1", node_lost=True), 3.0) is False
     assert planning.serving(running("r-1", deleting=True), 3.0) is False
+
+
+def test_diverged_replicas_found_by_checksum_at_same_generation():
+    def at(generation: int, checksum: str, state: str = "InSync") -> dict:
+        return {
+            **report(generation=generation, state=state),
+            "generation": generation,
+            "checksum": checksum,
+        }
+
+    observed = {
+        "r-1": running("r-1", report=at(5, "aa")),
+        "r-2": running("r-2", report=at(5, "bb")),
+        "r-3": running("r-3", report=at(4, "cc", "Behind")),
+    }
+    assert planning.diverged(three(), observed) == ["r-2"]
+    observed["r-3"] = running("r-3", report=at(4, "cc", "Diverged"))
+    assert planning.diverged(three(), observed) == ["r-2", "r-3"]
+    observed["r-1"] = running("r-1", report=None)
+    assert planning.diverged(three(), observed) == []

@@ -342,6 +342,25 @@ def configuration(durable: Durable, observed: Mapping[str, Observed]) -> members
     )
 
 
+def diverged(durable: Durable, observed: Mapping[str, Observed]) -> list[str]:
+    """Replicas whose refs differ from the leader's at the same generation (or that say so):
+    they repair themselves from the leader; the operator records that it happened."""
+    leader = observed.get(durable.leader or "")
+    if leader is None or leader.report is None:
+        return []
+    generation, checksum = leader.report.get("generation"), leader.report.get("checksum")
+    found = []
+    for item in observed.values():
+        if item.report is None or item.name == durable.leader:
+            continue
+        same_generation = item.report.get("generation") == generation
+        if item.report.get("state") == "Diverged" or (
+            same_generation and item.report.get("checksum") != checksum
+        ):
+            found.append(item.name)
+    return sorted(found)
+
+
 def serving(item: Observed, timeout: float) -> bool | None:
     """Whether clients should be sent to this replica: yes while it answers the operator, no
     once it has been silent for ``timeout`` or its node is lost; None: leave it as it is."""

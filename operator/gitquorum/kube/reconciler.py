@@ -138,6 +138,16 @@ class Reconciler:
             self._event(body, memory, "Warning", step.kind.value, step.message)
         if durable.leader is not None and durable.term > 0:
             await self._configure(durable, observed, memory)
+        apart = planning.diverged(durable, observed)
+        if apart:
+            self._event(
+                body,
+                memory,
+                "Warning",
+                "RefsDiverged",
+                f"refs of {', '.join(apart)} differ from leader {durable.leader}'s at the same "
+                "generation: repaired from the leader",
+            )
         await self._label_serving(body, observed, pods)
         await self._converge(body, durable, observed, pods, claims, spec)
         await self._write(body, durable, observed, spec, memory, blocked)
