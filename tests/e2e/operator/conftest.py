@@ -45,7 +45,10 @@ class Operator:
     namespace = SYSTEM_NAMESPACE
     release = RELEASE
     selector = OPERATOR_SELECTOR
-    service_account = RELEASE  # the chart's full name, as the release name contains "gitquorum"
+    # The chart's full name is the release name when that contains "gitquorum": it names the
+    # ServiceAccount and the Lease that elects the acting operator pod.
+    service_account = RELEASE
+    lease = RELEASE
 
     def __init__(self, namespaces: list[str]) -> None:
         self.namespaces = namespaces

@@ -145,5 +145,9 @@ def test_scale_operator_killed_midway_completes_under_new_operator(
     )
     status = repository.wait_in_sync(5, timeout=180)
     assert not operator_pods() & before, f"the killed operator pods are back: {operator_pods()}"
+    lease = client.CoordinationV1Api(api_client).read_namespaced_lease(
+        operator.lease, operator.namespace
+    )
+    assert lease.spec.holder_identity in operator_pods() - before, lease.spec
     assert status["readyReplicas"] == 5, repos.summary(status)
     assert repos.commits(repos.clone(url, tmp_path / "clone")) == pushed
