@@ -5,6 +5,7 @@ acknowledged push is lost. Every test starts the node it stopped again."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,9 +127,10 @@ def test_leader_node_stopped_new_leader_takes_pushes_without_losing_any(
             f"{leader['node']}; failures: {failures}; {repository.describe()}"
         )
     gap = time.monotonic() - started
+    refusals = ", ".join(f"{count}x {text!r}" for text, count in Counter(failures).items())
     print(
         f"leader {leader['name']} on {leader['node']} stopped: pushes resumed after {gap:.1f}s "
-        f"({len(failures)} failed attempt(s): {failures})"
+        f"({len(failures)} failed attempt(s): {refusals or 'none'})"
     )
 
     after = repository.wait(
