@@ -102,6 +102,12 @@ def attach_pod(*, sandbox_pid: int, node_index: int, address: str) -> str:
     ip("link", "set", host_leg, "master", settings.BRIDGE_NAME)
     ip("link", "set", host_leg, "up")
     prefix = settings.POD_RANGE.prefixlen
+    # Addresses are reused as pods come and go, and every pod shares one L2 segment: the
+    # host and other pods would keep the previous owner's MAC for this address in their
+    # neighbour caches (tens of seconds of a dead address). A gratuitous ARP when eth0 comes
+    # up (arp_notify) updates them; the host's own entry is dropped outright.
+    _sysctl(sandbox_pid, "net.ipv4.conf.eth0.arp_notify", "1")
+    ip("neigh", "flush", "to", address, "dev", settings.BRIDGE_NAME, check=False)
     for args in (
         ("link", "set", "lo", "up"),
         ("addr", "add", f"{address}/{prefix}", "dev", "eth0"),
@@ -110,6 +116,14 @@ def attach_pod(*, sandbox_pid: int, node_index: int, address: str) -> str:
     ):
         ip(*args, netns_pid=sandbox_pid)
     return host_leg
+
+
+def _sysctl(netns_pid: int, key: str, value: str) -> None:
+    """Writes a network sysctl inside the namespace (they are per namespace)."""
+    argv = ["nsenter", f"--net=/proc/{netns_pid}/ns/net", "sysctl", "-qw", f"{key}={value}"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise NetworkError(f"{' '.join(argv)}: {result.stderr.strip()}")
 
 
 def detach_pod(host_leg: str) -> None:
