@@ -132,6 +132,8 @@ class PodRuntime:
         self.reported: str | None = None
         self.reported_at = 0.0
         self.terminate_grace: float | None = None
+        self.killed = threading.Event()
+        """Set by kill_now: the pod's thread must stop without restarting anything."""
         self.finished = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"pod {self.key}", daemon=True)
 
@@ -149,6 +151,7 @@ class PodRuntime:
 
     def kill_now(self) -> None:
         """Power loss for this pod only: no grace, no API calls."""
+        self.killed.set()
         for c in self.containers:
             _kill_group(c.proc, signal.SIGKILL)
         self._teardown_sandbox()
@@ -159,13 +162,19 @@ class PodRuntime:
         try:
             self._prepare()
             refreshed = time.monotonic()
-            while self.terminate_grace is None:
+            while self.terminate_grace is None and not self.killed.is_set():
                 self._step()
                 self._report()
                 if time.monotonic() - refreshed > REFRESH_SECONDS and not self.paused.is_set():
                     volumes.refresh(self.pod, pod_dir=self.dir, api=self.api, ca_cert=self.ca_cert)
                     refreshed = time.monotonic()
                 time.sleep(LOOP_SECONDS)
+            if self.killed.is_set():
+                # Force-deleted: kill_now did the killing; restarting or reporting would
+                # resurrect containers of a pod that no longer exists.
+                self.kill_now()
+                return
+            assert self.terminate_grace is not None
             self._shutdown(self.terminate_grace)
         except Exception:
             log.exception("pod %s: runtime failed", self.key)
@@ -176,7 +185,7 @@ class PodRuntime:
     def _prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
-        while self.terminate_grace is None:
+        while self.terminate_grace is None and not self.killed.is_set():
             try:
                 self.mounts = volumes.materialise(
                     self.pod, pod_dir=self.dir, api=self.api, ca_cert=self.ca_cert
