@@ -477,13 +477,17 @@ class PodRuntime:
         if encoded == self.reported and time.monotonic() - self.reported_at < RESYNC_SECONDS:
             return
         try:
+            # The uid makes the patch conditional: a pod deleted and created again under the
+            # same name (a helm test pod, a replaced replica) is not this runtime's pod.
             self.api.patch_namespaced_pod_status(
-                self.pod.metadata.name, self.pod.metadata.namespace, {"status": status}
+                self.pod.metadata.name,
+                self.pod.metadata.namespace,
+                {"metadata": {"uid": self.pod.metadata.uid}, "status": status},
             )
             self.reported = encoded
             self.reported_at = time.monotonic()
         except client.ApiException as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409, 422):  # gone, or another pod of that name
                 log.warning("pod %s: status update failed: %s", self.key, exc.reason)
 
     def _status(self) -> dict[str, Any]:
