@@ -61,9 +61,20 @@ def register(
     work: reconciler.Reconciler,
     kube: api.Api,
     wakeups: Wakeups,
+    namespaces: frozenset[str] = frozenset(),
 ) -> None:
-    """Adds the operator's handlers to ``registry``."""
+    """Adds the operator's handlers to ``registry``.
+
+    kopf always watches cluster-wide here; ``namespaces`` (empty: all) filters in the
+    handlers. kopf's own namespace-restricted mode stops watching a namespace as soon as it
+    is being deleted, before the delete handlers of what is in it have run, which would leave
+    our finalizers behind and the namespace Terminating for ever.
+    """
     replica = {names.REPOSITORY_LABEL: kopf.PRESENT}
+
+    def ours(namespace: str | None, **_: Any) -> bool:
+        return not namespaces or namespace in namespaces
+
     node_readiness: dict[str, str] = {}
 
     @kopf.on.startup(registry=registry)
@@ -83,11 +94,13 @@ def register(
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
 
-    @kopf.index("pods", labels=replica, registry=registry, id="replica_pods")
+    @kopf.index("pods", labels=replica, registry=registry, id="replica_pods", when=ours)
     def replica_pods(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
         return {(namespace, labels[names.REPOSITORY_LABEL]): _plain(body)}
 
-    @kopf.index("persistentvolumeclaims", labels=replica, registry=registry, id="replica_claims")
+    @kopf.index(
+        "persistentvolumeclaims", labels=replica, registry=registry, id="replica_claims", when=ours
+    )
     def replica_claims(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
         return {(namespace, labels[names.REPOSITORY_LABEL]): _plain(body)}
 
@@ -95,11 +108,13 @@ def register(
     def cluster_nodes(name: str, body: Any, **_: Any) -> Any:
         return {name: _plain(body)}
 
-    @kopf.on.event("pods", labels=replica, registry=registry, id="pod_changed")
+    @kopf.on.event("pods", labels=replica, registry=registry, id="pod_changed", when=ours)
     def pod_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
         wakeups.wake((namespace, labels[names.REPOSITORY_LABEL]))
 
-    @kopf.on.event("persistentvolumeclaims", labels=replica, registry=registry, id="claim_changed")
+    @kopf.on.event(
+        "persistentvolumeclaims", labels=replica, registry=registry, id="claim_changed", when=ours
+    )
     def claim_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
         wakeups.wake((namespace, labels[names.REPOSITORY_LABEL]))
 
@@ -117,6 +132,7 @@ def register(
         names.PLURAL,
         registry=registry,
         id="repository",
+        when=ours,
         cancellation_timeout=2.0,
     )
     async def repository(
@@ -163,7 +179,9 @@ def register(
         finally:
             wakeups.forget(key)
 
-    @kopf.on.delete(names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="deleted")
+    @kopf.on.delete(
+        names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="deleted", when=ours
+    )
     async def deleted(body: Any, namespace: str, name: str, **_: Any) -> None:
         spec = RepositorySpec.from_body(body.get("spec") or {})
         await work.forget(body["metadata"]["uid"])

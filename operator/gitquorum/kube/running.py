@@ -93,13 +93,12 @@ async def _act(
     def login(**kwargs: Any) -> Any:
         return kopf.login_via_client(**kwargs)
 
-    handlers.register(registry, work, kube, wakeups)
+    handlers.register(registry, work, kube, wakeups, frozenset(options.namespaces))
     keeping = asyncio.ensure_future(held.keep())
     operator = asyncio.ensure_future(
         kopf.operator(
             registry=registry,
-            clusterwide=not options.namespaces,
-            namespaces=list(options.namespaces),
+            clusterwide=True,  # namespaces are filtered in the handlers (see handlers.register)
             standalone=True,
             # kopf would otherwise ask getpass for the user, which a non-root uid without a
             # passwd entry (the usual container) does not have.
