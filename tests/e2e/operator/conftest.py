@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from gitquorum_testbed import binaries, cluster
+from gitquorum_testbed import binaries, cluster, install
 from tests import waiting
 from tests.conftest import Kubectl
 from tests.e2e.operator import repos
@@ -33,7 +33,6 @@ CHART = REPO / "charts" / "gitquorum"
 CRD_FILE = REPO / "crds" / "gitrepositories.gitquorum.io.yaml"
 RELEASE = "gitquorum"
 SYSTEM_NAMESPACE = "gitquorum-system"
-SYSTEM_NODE = "node-system"
 SYSTEM_KEY = "gitquorum.io/system"
 NODE_LOSS_GRACE = 5
 OPERATOR_SELECTOR = "app.kubernetes.io/name=gitquorum-operator"
@@ -81,14 +80,6 @@ def helm(*args: str, kubeconfig: Path, timeout: float = 300) -> subprocess.Compl
     return result
 
 
-def _system_node(testbed: cluster.Testbed, kubectl: Kubectl) -> None:
-    """A node for the operator alone: the taint keeps replicas off it."""
-    if all(node.name != SYSTEM_NODE for node in testbed.node_configs()):
-        testbed.node_add(SYSTEM_NODE)
-    kubectl("label", "node", SYSTEM_NODE, f"{SYSTEM_KEY}=true", "--overwrite")
-    kubectl("taint", "node", SYSTEM_NODE, f"{SYSTEM_KEY}=true:NoSchedule", "--overwrite")
-
-
 def _counted_tests(session: pytest.Session) -> int:
     here = Path(__file__).parent
     return sum(
@@ -106,7 +97,9 @@ def operator(
     session = uuid.uuid4().hex[:6]
     count = max(_counted_tests(request.session), 1)
     namespaces = [f"gq-e2e-{session}-{index}" for index in range(1, count + 1)]
-    _system_node(testbed, kubectl)
+    # A node for the operator alone, labelled and tainted so that replicas stay off it (on
+    # another cluster, the node already labelled for it).
+    install.system_node(testbed)
     # helm installs the chart's CRD only when there is none; a cluster kept from an older
     # checkout may serve an older schema.
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
