@@ -137,6 +137,46 @@ class Kube:
 
     # -- the operator ------------------------------------------------------------------------
 
+    def restart_operator(self) -> None:
+        """A fresh operator process, so that its peak memory is this run's; waits until it leads."""
+        deployment = f"deployment/{install.RELEASE}"
+        for action in (("restart",), ("status", "--timeout=180s")):
+            result = subprocess.run(
+                [*self.kubectl, "rollout", *action, deployment, "-n", install.NAMESPACE],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"kubectl rollout {action[0]} failed: {result.stderr}")
+        # The old pod may answer the metrics Service while it terminates.
+        wait(
+            "the old operator pod to be gone",
+            lambda: (
+                len(
+                    self.core.list_namespaced_pod(
+                        install.NAMESPACE,
+                        label_selector="app.kubernetes.io/name=gitquorum-operator",
+                    ).items
+                )
+                == 1
+            ),
+            timeout=120,
+            interval=1.0,
+        )
+        wait(
+            "the restarted operator to hold its Lease",
+            lambda: self._leading(),
+            timeout=60,
+            interval=1.0,
+        )
+
+    def _leading(self) -> bool:
+        try:
+            return self.operator_metrics().get("gitquorum_operator_leading") == 1.0
+        except OSError:  # the Service has no ready endpoint yet
+            return False
+
     def operator_metrics(self) -> dict[str, float]:
         """The operator's /metrics, through its metrics Service, unlabelled samples only."""
         service = f"{install.RELEASE}-metrics"
