@@ -49,6 +49,10 @@ def setup_host() -> None:
             ip("route", "add", "blackhole", str(cidr), "metric", str(BLACKHOLE_METRIC))
     if not _exists(settings.BRIDGE_NAME):
         ip("link", "add", settings.BRIDGE_NAME, "type", "bridge")
+    # Without an address of its own the bridge would take the lowest MAC among the pods' veths,
+    # changing whenever one comes or goes: every pod would keep sending to the gateway's old
+    # MAC until its neighbour entry is probed again (5-8 s without Services or the API).
+    ip("link", "set", settings.BRIDGE_NAME, "address", settings.BRIDGE_MAC)
     prefix = settings.POD_RANGE.prefixlen
     address = f"{settings.BRIDGE_ADDRESS}/{prefix}"
     if address not in ip("-o", "addr", "show", "dev", settings.BRIDGE_NAME):

@@ -19,6 +19,9 @@ SERVICE_RANGE = ipaddress.ip_network("10.96.0.0/16")
 # advertised address (EndpointSlices refuse loopback, so the `kubernetes` Service needs it).
 BRIDGE_ADDRESS = ipaddress.ip_address("10.244.0.1")
 BRIDGE_NAME = "gqbr0"
+# Set once on the bridge: left to itself a bridge takes the lowest MAC among its ports, which
+# changes as pods come and go, and every pod's cached MAC for its gateway goes stale.
+BRIDGE_MAC = "02:67:71:00:00:01"
 KUBERNETES_SERVICE_IP = ipaddress.ip_address("10.96.0.1")
 ZONES_DEFAULT = ("zone-a", "zone-b", "zone-c")
 REGION = "testbed"
