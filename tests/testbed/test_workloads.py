@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from gitquorum_testbed import settings
 from tests import waiting
 from tests.testbed import kube
 
@@ -146,3 +148,23 @@ def test_service_endpoints_follow_readiness(core, namespace, tmp_path):
     )
     (tmp_path / "ready").write_text("yes")
     waiting.until("the Service to answer again", answers, timeout=30)
+
+
+def test_bridge_keeps_its_address_as_pods_come_and_go(core, namespace):
+    # Left to itself a bridge takes the lowest MAC among its ports: pods coming and going
+    # would change the gateway's MAC under every other pod's neighbour cache.
+    bridge = Path("/sys/class/net") / settings.BRIDGE_NAME
+
+    def address() -> tuple[str, str]:
+        return (bridge / "address").read_text().strip(), (bridge / "addr_assign_type").read_text()
+
+    assert address() == (settings.BRIDGE_MAC, "3\n")  # 3: set by us, NET_ADDR_SET
+    for index in range(3):
+        body = kube.pod(f"passing-{index}", ["true"])
+        assert kube.run_to_completion(core, namespace, body) == "Succeeded"
+        core.delete_namespaced_pod(f"passing-{index}", namespace)
+    waiting.until(
+        "the pods and their network links to be gone",
+        lambda: not core.list_namespaced_pod(namespace).items,
+    )
+    assert address() == (settings.BRIDGE_MAC, "3\n")
