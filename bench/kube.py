@@ -21,6 +21,9 @@ from gitquorum_testbed import binaries, cluster, install
 
 GROUP, VERSION, PLURAL = "gitquorum.io", "v1alpha1", "gitrepositories"
 READY_TIMEOUT = 180.0
+METRICS_ATTEMPTS = 5
+OPERATOR = "app.kubernetes.io/name=gitquorum-operator"
+"""Label selector of the operator's pods, as the chart sets it."""
 NAMESPACE_GONE_SECONDS = 600.0
 """Deleting a namespace of 300 repositories waits on the operator's finalizer for each."""
 T = TypeVar("T")
@@ -149,39 +152,42 @@ class Kube:
             )
             if result.returncode != 0:
                 raise RuntimeError(f"kubectl rollout {action[0]} failed: {result.stderr}")
-        # The old pod may answer the metrics Service while it terminates.
+        # The old pod answers /metrics while it terminates: wait until it has gone.
         wait(
             "the old operator pod to be gone",
-            lambda: (
-                len(
-                    self.core.list_namespaced_pod(
-                        install.NAMESPACE,
-                        label_selector="app.kubernetes.io/name=gitquorum-operator",
-                    ).items
-                )
-                == 1
-            ),
+            lambda: len(self._operator_pods()) == 1,
             timeout=120,
             interval=1.0,
         )
         wait(
             "the restarted operator to hold its Lease",
-            lambda: self._leading(),
+            lambda: self.operator_metrics().get("gitquorum_operator_leading") == 1.0,
             timeout=60,
             interval=1.0,
         )
 
-    def _leading(self) -> bool:
-        try:
-            return self.operator_metrics().get("gitquorum_operator_leading") == 1.0
-        except OSError:  # the Service has no ready endpoint yet
-            return False
+    def _operator_pods(self) -> list[client.V1Pod]:
+        return list(self.core.list_namespaced_pod(install.NAMESPACE, label_selector=OPERATOR).items)
 
     def operator_metrics(self) -> dict[str, float]:
-        """The operator's /metrics, through its metrics Service, unlabelled samples only."""
-        service = f"{install.RELEASE}-metrics"
-        ip = self.core.read_namespaced_service(service, install.NAMESPACE).spec.cluster_ip
-        return read_metrics(f"http://{ip}:8080/metrics")
+        """The operator's /metrics, from its pod's address, retried a few times.
+
+        The pod rather than the metrics Service: under load the pod may briefly fail its
+        readiness probe, and the Service then has no endpoint to forward to.
+        """
+        for attempt in range(METRICS_ATTEMPTS):
+            running = [
+                p.status.pod_ip
+                for p in self._operator_pods()
+                if p.status.phase == "Running" and not p.metadata.deletion_timestamp
+            ]
+            try:
+                return read_metrics(f"http://{running[0]}:8080/metrics")
+            except (OSError, IndexError) as error:
+                if attempt == METRICS_ATTEMPTS - 1:
+                    raise OSError(f"the operator's /metrics did not answer: {error!r}") from error
+                time.sleep(1.0)
+        raise AssertionError("unreachable")
 
 
 def repository_manifest(name: str, spec: Body | None = None) -> Body:
@@ -222,6 +228,8 @@ def wait(what: str, check: Callable[[], T | None], *, timeout: float, interval: 
             result = check()
         except client.ApiException as exc:
             last = f"API {exc.status} {exc.reason}"
+        except OSError as exc:  # a /metrics scrape or a git remote not answering yet
+            last = repr(exc)
         else:
             if result:
                 return result

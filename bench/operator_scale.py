@@ -66,7 +66,9 @@ class Scale:
 
 def measure(bed: cluster.Testbed, api: kube.Kube, count: int) -> Scale:
     print(f"   scale: {count} GitRepositories on {HOLLOW_NODES} hollow nodes", flush=True)
-    _remove_hollow(bed, api, [n.name for n in bed.node_configs() if bed.is_hollow(n.name)])
+    # Hollow nodes of a run that was interrupted would take part of the pods.
+    left = api.core.list_node(label_selector=f"{POOL_LABEL}={POOL}").items
+    _remove_hollow(bed, api, [n.metadata.name for n in left if bed.is_hollow(n.metadata.name)])
     hollow = [bed.node_add(None, hollow=True).name for _ in range(HOLLOW_NODES)]
     for name in hollow:
         api.core.patch_node(name, {"metadata": {"labels": {POOL_LABEL: POOL}}})
