@@ -102,16 +102,28 @@ def attach_pod(*, sandbox_pid: int, node_index: int, address: str) -> str:
     """Give the sandbox's namespace an ``eth0`` on the bridge with ``address``."""
     host_leg = veth_name(node_index, address)
     ip("link", "del", host_leg, check=False)
-    ip("link", "add", host_leg, "type", "veth", "peer", "name", "eth0", "netns", str(sandbox_pid))
+    # Addresses are reused as pods come and go, and every pod shares one L2 segment: with a
+    # random MAC per pod, the host and other pods would keep the previous owner's MAC for the
+    # address in their neighbour caches and send into the void until the entry is probed
+    # again (30 s and more). A gratuitous ARP does not help: sent as eth0 comes up, before
+    # the veth's queue is active, it is dropped. So the MAC follows from the address.
+    ip(
+        "link",
+        "add",
+        host_leg,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "address",
+        pod_mac(address),
+        "netns",
+        str(sandbox_pid),
+    )
     ip("link", "set", host_leg, "master", settings.BRIDGE_NAME)
     ip("link", "set", host_leg, "up")
     prefix = settings.POD_RANGE.prefixlen
-    # Addresses are reused as pods come and go, and every pod shares one L2 segment: the
-    # host and other pods would keep the previous owner's MAC for this address in their
-    # neighbour caches (tens of seconds of a dead address). A gratuitous ARP when eth0 comes
-    # up (arp_notify) updates them; the host's own entry is dropped outright.
-    _sysctl(sandbox_pid, "net.ipv4.conf.eth0.arp_notify", "1")
-    ip("neigh", "flush", "to", address, "dev", settings.BRIDGE_NAME, check=False)
     for args in (
         ("link", "set", "lo", "up"),
         ("addr", "add", f"{address}/{prefix}", "dev", "eth0"),
@@ -122,12 +134,9 @@ def attach_pod(*, sandbox_pid: int, node_index: int, address: str) -> str:
     return host_leg
 
 
-def _sysctl(netns_pid: int, key: str, value: str) -> None:
-    """Writes a network sysctl inside the namespace (they are per namespace)."""
-    argv = ["nsenter", f"--net=/proc/{netns_pid}/ns/net", "sysctl", "-qw", f"{key}={value}"]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise NetworkError(f"{' '.join(argv)}: {result.stderr.strip()}")
+def pod_mac(address: str) -> str:
+    """A locally administered unicast MAC carrying the pod's IPv4 address: ``0a:58:0a:f4:01:02``."""
+    return "0a:58:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
 
 
 def detach_pod(host_leg: str) -> None:

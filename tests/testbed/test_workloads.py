@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from pathlib import Path
 
@@ -168,3 +169,59 @@ def test_bridge_keeps_its_address_as_pods_come_and_go(core, namespace):
         lambda: not core.list_namespaced_pod(namespace).items,
     )
     assert address() == (settings.BRIDGE_MAC, "3\n")
+
+
+def test_reused_pod_address_answers_other_pods_at_once(testbed, core, namespace):
+    # The client keeps a neighbour entry for the server's address; the next pod to get that
+    # address must be reachable through it (the MAC follows the address), not 30 s later.
+    client_script = (
+        "import socket, sys, time\n"
+        "while True:\n"
+        "    try:\n"
+        "        socket.create_connection((sys.argv[1], 8080), timeout=0.5).close()\n"
+        "        print(time.time(), 'ok', flush=True)\n"
+        "    except OSError as error:\n"
+        "        print(time.time(), 'fail', error, flush=True)\n"
+        "    time.sleep(0.2)\n"
+    )
+    first = kube.http_server("server", node="node-1")
+    core.create_namespaced_pod(namespace, first)
+    address = kube.wait_ready(core, namespace, "server").status.pod_ip
+    watcher = kube.pod(
+        "client", [kube.PYTHON, "-c", client_script, address], node="node-2", restart="Always"
+    )
+    core.create_namespaced_pod(namespace, watcher)
+    kube.wait_phase(core, namespace, "client", {"Running"})
+    log = testbed.log_path(namespace, "client", None)
+    waiting.until("the client to reach the first server", lambda: " ok" in log.read_text())
+
+    # The node hands out its lowest free address; the first server's may take a sync or two
+    # to be free again, so servers come and go until one gets it.
+    for _ in range(5):
+        core.delete_namespaced_pod("server", namespace)
+        waiting.until(
+            "the previous server to be gone",
+            lambda: (
+                not [
+                    p
+                    for p in core.list_namespaced_pod(namespace).items
+                    if p.metadata.name == "server"
+                ]
+            ),
+        )
+        core.create_namespaced_pod(namespace, kube.http_server("server", node="node-1"))
+        if kube.wait_ready(core, namespace, "server").status.pod_ip == address:
+            break
+    else:
+        raise AssertionError(f"node-1 never handed {address} out again")
+    ready_at = time.time()
+
+    def reached_after_ready() -> float | None:
+        for line in log.read_text().splitlines():
+            stamp, outcome = line.split()[:2]
+            if float(stamp) > ready_at and outcome == "ok":
+                return float(stamp) - ready_at
+        return None
+
+    delay = waiting.until("the client to reach the second server", reached_after_ready, timeout=60)
+    assert delay < 3.0, f"the reused address answered the client only after {delay:.1f} s"

@@ -37,6 +37,14 @@ def test_veth_names_fit_ifnamsiz_and_carry_the_node():
     assert network.veth_name(1, "10.244.1.2") != network.veth_name(1, "10.244.1.3")
 
 
+def test_pod_mac_follows_the_address_and_is_local_unicast():
+    mac = network.pod_mac("10.244.3.17")
+    assert mac == "0a:58:0a:f4:03:11"
+    first = int(mac.split(":")[0], 16)
+    assert first & 0b10 and not first & 0b01  # locally administered, unicast
+    assert network.pod_mac("10.244.3.18") != mac
+
+
 def test_probe_state_needs_failure_threshold_consecutive_failures():
     probe = client.V1Probe(period_seconds=1, failure_threshold=3, success_threshold=1)
     state = probes.ProbeState(probe, started=0.0)
