@@ -123,6 +123,7 @@ def test_crd_printer_columns_show_replicas_leader_and_readiness() -> None:
     assert {name: c["jsonPath"] for name, c in columns.items()} == {
         "Replicas": ".spec.replicas",
         "Ready": ".status.readyReplicas",
+        "Updated": ".status.updatedReplicas",
         "Leader": ".status.leader",
         "Status": '.status.conditions[?(@.type=="Ready")].status',
         "Term": ".status.term",
@@ -268,6 +269,8 @@ def test_chart_operator_command_is_explicit(helm: str) -> None:
         image,
         "--node-loss-grace",
         "20",
+        "--max-concurrent-updates",
+        "2",
         "--log-level",
         "INFO",
     ]

@@ -78,9 +78,11 @@ def test_volume_claim_has_no_owner_so_reclaim_policy_decides():
     assert claim["spec"]["storageClassName"] == "fast"
 
 
-def test_disruption_budget_keeps_a_majority():
-    assert manifests.disruption_budget(OWNER, 5)["spec"]["minAvailable"] == 3
+def test_disruption_budget_allows_one_eviction_at_a_time_never_below_a_majority():
+    assert manifests.disruption_budget(OWNER, 5)["spec"]["minAvailable"] == 4
+    assert manifests.disruption_budget(OWNER, 3)["spec"]["minAvailable"] == 2
     assert manifests.disruption_budget(OWNER, 2)["spec"]["minAvailable"] == 2
+    assert manifests.disruption_budget(OWNER, 1)["spec"]["minAvailable"] == 1
 
 
 def test_network_policy_opens_replication_port_to_peers_and_operator_only():

@@ -14,8 +14,17 @@ pytestmark = pytest.mark.unit
 REPO = "r"
 
 
-def report(term: int = 1, generation: int = 0, *, state: str = "InSync", configured: int = 1):
+def report(
+    term: int = 1,
+    generation: int = 0,
+    *,
+    state: str = "InSync",
+    configured: int | None = 1,
+    role: str = "Leader",
+):
+    # Only the leader's role is read by the planning; followers may keep the default.
     return {
+        "role": role,
         "term": term,
         "position": [term, generation, generation],
         "eligible": state != "Rebuilding",
@@ -103,14 +112,56 @@ def test_election_leader_briefly_silent_is_kept():
     assert step(three(), observed) is None
 
 
-def test_election_leader_pod_deleting_is_not_chosen_again():
+def test_election_not_started_while_deleting_leader_answers():
+    # Its termination is the window of a switchover (reconciler), not a reason to elect.
     observed = {
         "r-1": running("r-1", deleting=True, report=report(generation=9)),
         "r-2": running("r-2", report=report(generation=9)),
         "r-3": running("r-3", report=report(generation=9)),
     }
+    assert step(three(), observed) is None
+
+
+def test_election_leader_pod_deleting_and_silent_is_not_chosen_again():
+    observed = {
+        "r-1": running("r-1", deleting=True, report=None, silent=0.5),
+        "r-2": running("r-2", report=report(generation=9)),
+        "r-3": running("r-3", report=report(generation=9)),
+    }
     result = step(three(), observed)
     assert result is not None and result.durable.leader in ("r-2", "r-3")
+
+
+def test_election_when_leader_answers_with_a_newer_term():
+    # A message raised the leader's term: it stepped down while it still answers.
+    observed = {
+        "r-1": running("r-1", report=report(term=50, generation=9, role="Follower")),
+        "r-2": running("r-2", report=report(generation=9)),
+        "r-3": running("r-3", report=report(generation=9)),
+    }
+    result = step(three(), observed)
+    assert result is not None and result.kind is Kind.ELECT
+    assert result.durable.term == 51
+
+
+def test_election_when_leader_configured_in_term_no_longer_leads():
+    observed = {
+        "r-1": running("r-1", report=report(generation=9, role="Follower")),
+        "r-2": running("r-2", report=report(generation=9)),
+        "r-3": running("r-3", report=report(generation=9)),
+    }
+    result = step(three(), observed)
+    assert result is not None and result.kind is Kind.ELECT and result.durable.term == 2
+
+
+def test_election_not_started_while_new_leader_is_not_configured_yet():
+    # Just elected at term 2: it still reports term 1 and no configuration of term 2.
+    observed = {
+        "r-1": running("r-1", report=report(generation=9, role="Follower", configured=1)),
+        "r-2": running("r-2", report=report(generation=9)),
+        "r-3": running("r-3", report=report(generation=9)),
+    }
+    assert step(three(term=2), observed) is None
 
 
 def test_remove_lost_follower_when_others_in_sync():

@@ -54,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds without an answer from a leader before another is chosen",
     )
     parser.add_argument(
+        "--max-concurrent-updates",
+        type=int,
+        default=2,
+        help="repositories whose replicas roll at the same time, so that an operator upgrade "
+        "never restarts every repository together (%(default)s)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
 
@@ -64,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     if args.node_loss_grace <= 0 or args.leader_timeout <= 0:
         raise errors.ConfigError("--node-loss-grace and --leader-timeout must be positive")
+    if args.max_concurrent_updates < 1:
+        raise errors.ConfigError("--max-concurrent-updates must be at least 1")
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it
     host, port = server_settings.parse_listen(args.metrics_listen)
@@ -82,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 metrics_port=port,
                 node_loss_grace=args.node_loss_grace,
                 leader_timeout=args.leader_timeout,
+                max_concurrent_updates=args.max_concurrent_updates,
             ),
             signals=(signal.SIGTERM, signal.SIGINT),
         )

@@ -26,6 +26,8 @@ from gitquorum.server import http, listening, repositories, settings, spawning
 
 log = logging.getLogger(__name__)
 
+LEAVE_SECONDS = 20.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing = leading.Timing()
@@ -78,6 +80,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prepare-timeout", type=float, default=timing.prepare, help="seconds (%(default)s)"
     )
     parser.add_argument(
+        "--handoff-resume",
+        type=float,
+        default=timing.handoff,
+        help="seconds a leader that handed off waits for the new term before it takes writes "
+        "again (%(default)s)",
+    )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=forwarding.HOLD_SECONDS,
+        help="seconds a request is held while the leader changes before it is refused "
+        "(%(default)s)",
+    )
+    parser.add_argument(
+        "--leave-timeout",
+        type=float,
+        default=LEAVE_SECONDS,
+        help="on SIGTERM, seconds a leader waits for a switchover before it stops "
+        "(%(default)s; keep it below the pod's terminationGracePeriodSeconds)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
 
@@ -105,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         follower_lease=args.follower_lease,
         heartbeat=args.heartbeat,
         prepare=args.prepare_timeout,
+        handoff=args.handoff_resume,
     )
     configuration = None
     if args.configuration is not None:
@@ -166,7 +190,7 @@ async def _main(
     member = replica.Replica(
         replica=args.id, local=local, peers=peers, copier=copier, timing=timing
     )
-    forwarder = forwarding.Forwarder(member)
+    forwarder = forwarding.Forwarder(member, hold=args.hold)
     server_settings = settings.ServerSettings(
         root=root,
         access=settings.Access(auth_file=args.auth_file, anonymous_read=args.anonymous_read),
@@ -179,7 +203,11 @@ async def _main(
         runner=runner,
         write_path=pushing.ReplicatedWritePath(runner, member, channels),
         middlewares=(forwarder.middleware,),
-        not_ready=lambda: None if member.readable else _why_not_ready(member),
+        # Ready also while the leader changes: requests are held then, not refused, and a
+        # Service with no ready replica for that moment would refuse every client.
+        not_ready=lambda: (
+            None if member.readable or member.in_transition else _why_not_ready(member)
+        ),
     )
     server.authenticator.load()
     api = peerapi.PeerApi(
@@ -196,6 +224,7 @@ async def _main(
             [(server.application(), sockets[0]), (api.application(), sockets[1])],
             server=server,
             started=f"replica {args.id} serving {args.name}",
+            before_stop=lambda: member.leave(args.leave_timeout),
         )
     finally:
         await member.close()

@@ -147,6 +147,21 @@ class Api:
             raise
         return dict(body)
 
+    def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        """Removes one annotation of a GitRepository (a request that has been answered)."""
+        try:
+            self.custom.patch_namespaced_custom_object(
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.PLURAL,
+                name,
+                {"metadata": {"annotations": {key: None}}},
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     def replace_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Writes the status if nobody changed the object since ``body`` was read.
 

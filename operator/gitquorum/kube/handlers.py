@@ -52,8 +52,11 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _ready(node: Mapping[str, Any]) -> str:
+    """Readiness and whether the node is cordoned: what replicas' fate depends on."""
     conditions = (node.get("status") or {}).get("conditions") or ()
-    return next((c.get("status", "") for c in conditions if c.get("type") == "Ready"), "")
+    ready = next((c.get("status", "") for c in conditions if c.get("type") == "Ready"), "")
+    cordoned = bool((node.get("spec") or {}).get("unschedulable"))
+    return f"{ready}/{'cordoned' if cordoned else 'schedulable'}"
 
 
 def register(
@@ -120,7 +123,8 @@ def register(
 
     @kopf.on.event("nodes", registry=registry, id="node_changed")
     def node_changed(name: str, body: Any, type: str | None, **_: Any) -> None:
-        # Nodes report often; only a change of readiness (or a node going) matters here.
+        # Nodes report often; only a change of readiness or of cordoning (or a node going)
+        # matters here.
         readiness = "" if type == "DELETED" else _ready(body)
         if node_readiness.get(name) != readiness:
             node_readiness[name] = readiness

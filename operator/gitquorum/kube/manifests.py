@@ -6,6 +6,8 @@ replicas of one repository on different nodes (required: a replica that fits now
 Pending, which is what makes the cluster autoscaler add a node) and spreads them over zones.
 """
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +21,11 @@ REPLICATION_MOUNT = "/etc/gitquorum/replication"
 AUTH_MOUNT = "/etc/gitquorum/auth"
 DATA_MOUNT = "/data"
 ZONE_KEY = "topology.kubernetes.io/zone"
+TERMINATION_GRACE_SECONDS = 30
+"""A leader pod's deletion is the window of its switchover (the replica waits up to
+``LEAVE_SECONDS`` for it), followed by draining the requests in flight."""
+LEAVE_SECONDS = 20
+_TEMPLATE_REPLICA = "<replica>"
 HOSTNAME_KEY = "kubernetes.io/hostname"
 
 
@@ -61,6 +68,31 @@ def volume_claim(repository: str, replica: str, spec: RepositorySpec) -> Manifes
 def replica_pod(
     owner: Mapping[str, Any], replica: str, spec: RepositorySpec, *, image: str
 ) -> Manifest:
+    """A replica's pod, annotated with the revision of what it renders (``revision``)."""
+    pod = _replica_pod(owner, replica, spec, image=image)
+    pod["metadata"]["annotations"][names.REVISION] = revision(owner, spec, image=image)
+    return pod
+
+
+def revision(owner: Mapping[str, Any], spec: RepositorySpec, *, image: str) -> str:
+    """A short hash of everything rendered into a replica pod that can change (image,
+    command, resources, environment, probes, security context, placement, labels and
+    annotations), the same for every replica: a pod of another revision is outdated."""
+    template = _replica_pod(owner, _TEMPLATE_REPLICA, spec, image=image)
+    rendered = {
+        "labels": {
+            k: v for k, v in template["metadata"]["labels"].items() if k != names.SERVING_LABEL
+        },
+        "annotations": template["metadata"]["annotations"],
+        "spec": template["spec"],
+    }
+    canonical = json.dumps(rendered, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def _replica_pod(
+    owner: Mapping[str, Any], replica: str, spec: RepositorySpec, *, image: str
+) -> Manifest:
     repository = owner["metadata"]["name"]
     command = [
         "gitquorum",
@@ -81,6 +113,8 @@ def replica_pod(
         f"{REPLICATION_MOUNT}/admin-token",
         "--auth-file",
         f"{AUTH_MOUNT}/users",
+        "--leave-timeout",
+        str(LEAVE_SECONDS),
     ]
     if spec.anonymous_read:
         command.append("--anonymous-read")
@@ -90,7 +124,7 @@ def replica_pod(
     pod_spec: Manifest = {
         "automountServiceAccountToken": False,  # replicas never talk to the API server
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 10,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": names.USER_ID,
@@ -238,15 +272,21 @@ def secret(
     }
 
 
+def budget(replicas: int) -> int:
+    """minAvailable: one voluntary eviction at a time, never below the majority."""
+    return max(decisions.quorum(replicas), replicas - 1)
+
+
 def disruption_budget(owner: Mapping[str, Any], replicas: int) -> Manifest:
-    """Voluntary evictions (drains, autoscaler scale-down) never take away the majority."""
+    """Voluntary evictions (drains, autoscaler scale-down) go one at a time and never take
+    away the majority."""
     repository = owner["metadata"]["name"]
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(names.disruption_budget(repository), owner, names.labels(repository)),
         "spec": {
-            "minAvailable": decisions.quorum(replicas),
+            "minAvailable": budget(replicas),
             "selector": {
                 "matchLabels": {
                     names.REPOSITORY_LABEL: repository,

@@ -17,6 +17,10 @@ node-monitor grace (40 s and more by default) it takes Kubernetes to mark the po
 
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 AUTH_FINGERPRINT = "gitquorum.io/credentials-fingerprint"
+REVISION = "gitquorum.io/revision"
+"""Pod annotation: the hash of what the operator rendered into it (rolling updates)."""
+SWITCHOVER = "gitquorum.io/switchover"
+"""GitRepository annotation: move leadership to this replica (or ``any``); removed when done."""
 
 GIT_PORT = 8080
 PEER_PORT = 8081

@@ -85,7 +85,12 @@ class Observed:
     """The scheduler's reason when the pod cannot be placed (what the autoscaler reacts to)."""
     claim: bool = False
     node_lost: bool = False
-    """The pod's (or its volume's) node is gone or NotReady past the grace period."""
+    """The pod's (or its volume's) node is gone or NotReady past the grace period, or the
+    replica waited for its cordoned node past ``cordonedNodeGraceSeconds``."""
+    cordoned: str | None = None
+    """Why the replica waits for a cordoned node (it was evicted by a drain), if it does."""
+    revision: str = ""
+    """The pod's revision annotation ("" for a pod rendered before revisions existed)."""
     report: Mapping[str, Any] | None = None
     """The replica's /admin/status answer, None when it did not answer."""
     silent: float = 0.0
@@ -183,9 +188,22 @@ def _leader_lost(durable: Durable, observed: Mapping[str, Observed], timeout: fl
     if durable.leader is None or durable.leader not in durable.member_names:
         return True
     leader = observed.get(durable.leader)
-    if leader is None or not leader.pod or leader.deleting or leader.node_lost:
+    if leader is None or not leader.pod or leader.node_lost:
         return True
-    return leader.report is None and leader.silent >= timeout
+    if leader.report is None:
+        # A leader pod being deleted that still answers is handed off (a switchover), not
+        # replaced by an election; once it is silent, it is lost like any other.
+        return leader.silent >= timeout or (leader.deleting and leader.silent > 0)
+    return leadership_lost(durable, leader.report)
+
+
+def leadership_lost(durable: Durable, report: Mapping[str, Any]) -> bool:
+    """Whether a leader that answers has stopped leading the status's term: it reports a
+    newer term (some message raised it), or it took this term and no longer leads it."""
+    term = report.get("term")
+    if isinstance(term, int) and term > durable.term:
+        return True
+    return report.get("configuredTerm") == durable.term and report.get("role") != "Leader"
 
 
 def _elect(durable: Durable, observed: Mapping[str, Observed]) -> Step:
@@ -240,10 +258,10 @@ def _remove_lost(durable: Durable, observed: Mapping[str, Observed], replicas: i
                 f"replica {member.name} is on a lost node ({item.node}); it is replaced once "
                 "enough of the other replicas are in sync (and earlier replacements vote)",
             )
+        cause = item.cordoned or f"replica {member.name} lost with node {item.node}"
         return Step(
             Kind.REMOVE_LOST,
-            f"replica {member.name} lost with node {item.node}: it leaves the quorum "
-            "and a new replica is built on another node",
+            f"{cause}: it leaves the quorum and a new replica is built on another node",
             _without(durable, member.name),
         )
     return None

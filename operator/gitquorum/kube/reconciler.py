@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from gitquorum.kube import api, manifests, names, planning, status
+from gitquorum.kube import api, manifests, names, planning, rolling, status, switching
 from gitquorum.kube.metrics import OperatorMetrics
-from gitquorum.kube.spec import RepositorySpec
-from gitquorum.replication import decisions, peerclient
+from gitquorum.kube.spec import WAIT_FOREVER, RepositorySpec
+from gitquorum.replication import peerclient
 from gitquorum.server import auth, passwords
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,19 @@ class Settings:
     status_timeout: float = 1.0
     busy_interval: float = 1.0
     idle_interval: float = 10.0
+    max_concurrent_updates: int = 2
+    """Repositories whose replicas roll at the same time (an operator upgrade outdates all)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Notes:
+    """What a pass reports besides the durable state and the replicas."""
+
+    blocked: str | None
+    """Why the last decision could not be carried out."""
+    revision: str
+    """The revision a replica pod is rendered at now."""
+    update: rolling.Update = rolling.NO_UPDATE
 
 
 @dataclasses.dataclass
@@ -55,6 +68,10 @@ class _Repository:
     credentials_secret: str = ""
     last_answer: dict[str, float] = dataclasses.field(default_factory=dict)
     last_event: str = ""
+    cordoned_since: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Since when (monotonic) each replica has waited for its cordoned node."""
+    replacing: str | None = None
+    """The replica a rolling update replaced last, until it is back in sync."""
 
 
 class Reconciler:
@@ -74,6 +91,8 @@ class Reconciler:
         self.clock = clock
         self.started = clock()
         self.repositories: dict[str, _Repository] = {}
+        self.updating: set[str] = set()
+        """Repositories (uids) in a rolling update, bounded by max_concurrent_updates."""
 
     async def close(self) -> None:
         for repository in self.repositories.values():
@@ -83,6 +102,7 @@ class Reconciler:
     async def forget(self, uid: str) -> None:
         """Drops what was kept for a deleted repository, closing its connections."""
         repository = self.repositories.pop(uid, None)
+        self.updating.discard(uid)
         if repository is not None and repository.peers is not None:
             await repository.peers.close()
 
@@ -108,36 +128,239 @@ class Reconciler:
         self, body: Body, pods: list[Body], claims: list[Body], nodes: Mapping[str, Body]
     ) -> float:
         metadata = body["metadata"]
-        name = metadata["name"]
         memory = self.repositories.setdefault(metadata["uid"], _Repository())
         spec = RepositorySpec.from_body(body.get("spec") or {})
+        revision = manifests.revision(body, spec, image=self.settings.image)
         problem = await self._ensure_objects(body, spec, memory)
         durable = planning.Durable.from_status(body.get("status") or {})
         if problem is not None:
             # Nothing can run without its credentials; say so where the user looks.
             self._event(body, memory, "Warning", "CredentialsInvalid", problem)
-            await self._write(body, durable, {}, spec, memory, problem)
+            await self._write(body, durable, {}, spec, memory, Notes(problem, revision))
             return self.settings.idle_interval
-        observed = await self._observe(durable, pods, claims, nodes, memory)
+        observed = await self._observe(durable, pods, claims, nodes, memory, spec)
+        body, durable, step, blocked = await self._decide_membership(
+            body, durable, observed, claims, spec, memory
+        )
+        update = rolling.Update(rolling.Action.NONE, "")
+        if step is None and durable.leader is not None:
+            body, durable, update = await self._update(
+                body, durable, observed, spec, memory, revision
+            )
+        if durable.leader is not None and durable.term > 0:
+            await self._configure(durable, observed, memory)
+        self._report_divergence(body, durable, observed, memory)
+        self._report_cordoned(body, observed, memory)
+        await self._label_serving(body, observed, pods)
+        await self._converge(body, durable, observed, pods, claims, spec)
+        await self._write(body, durable, observed, spec, memory, Notes(blocked, revision, update))
+        busy = any(item.ip for item in observed.values()) or (step is not None)
+        return self.settings.busy_interval if busy else self.settings.idle_interval
+
+    async def _decide_membership(
+        self,
+        body: Body,
+        durable: planning.Durable,
+        observed: Mapping[str, planning.Observed],
+        claims: list[Body],
+        spec: RepositorySpec,
+        memory: _Repository,
+    ) -> tuple[Body, planning.Durable, planning.Step | None, str | None]:
+        """The membership step (elect, replace, scale), written before anything acts on it."""
         step = planning.next_step(
             durable,
             observed,
             replicas=spec.replicas,
             existing_claims=[claim["metadata"]["name"] for claim in claims],
             leader_timeout=self.settings.leader_timeout,
-            repository=name,
+            repository=body["metadata"]["name"],
         )
-        blocked = None
-        if step is not None and step.durable is not None:
-            body = await self._write(body, step.durable, observed, spec, memory, None)
-            durable = step.durable
-            self.metrics.decisions.inc((step.kind.value,))
-            self._event(body, memory, "Normal", step.kind.value, step.message, always=True)
-        elif step is not None:
-            blocked = step.message
+        if step is None:
+            return body, durable, None, None
+        if step.durable is None:
             self._event(body, memory, "Warning", step.kind.value, step.message)
-        if durable.leader is not None and durable.term > 0:
-            await self._configure(durable, observed, memory)
+            return body, durable, step, step.message
+        notes = Notes(None, manifests.revision(body, spec, image=self.settings.image))
+        body = await self._write(body, step.durable, observed, spec, memory, notes)
+        self.metrics.decisions.inc((step.kind.value,))
+        self._event(body, memory, "Normal", step.kind.value, step.message, always=True)
+        return body, step.durable, step, None
+
+    # -- planned change: rolling update and switchover -------------------------------------------
+
+    async def _update(
+        self,
+        body: Body,
+        durable: planning.Durable,
+        observed: Mapping[str, planning.Observed],
+        spec: RepositorySpec,
+        memory: _Repository,
+        revision: str,
+    ) -> tuple[Body, planning.Durable, rolling.Update]:
+        """At most one planned change per pass: a switchover asked for (annotation, leader
+        pod deleting) or the next step of a rolling update."""
+        uid = body["metadata"]["uid"]
+        asked = self._switchover_asked(body, durable, observed)
+        if asked is not None:
+            target, why = asked
+            body, durable = await self._switch_over(
+                body, durable, observed, spec, memory, target, why
+            )
+            update = rolling.plan(
+                durable, observed, revision=revision, replicas=spec.replicas, strategy="OnDelete"
+            )
+            if update.action is rolling.Action.REPORT:
+                update = dataclasses.replace(
+                    update, action=rolling.Action.WAIT, message="update waits for a switchover"
+                )
+            return body, durable, update
+        if memory.replacing is not None:
+            item = observed.get(memory.replacing)
+            if item is None or (item.revision == revision and item.in_sync):
+                memory.replacing = None
+        update = rolling.plan(
+            durable,
+            observed,
+            revision=revision,
+            replicas=spec.replicas,
+            strategy=spec.update_strategy,
+        )
+        if update.action is rolling.Action.NONE:
+            self.updating.discard(uid)
+            return body, durable, update
+        if update.action in (rolling.Action.REPORT, rolling.Action.WAIT):
+            return body, durable, update
+        if memory.replacing is not None:
+            # The watch cache may not show our own deletion yet: never two at once.
+            return (
+                body,
+                durable,
+                rolling.Update(
+                    rolling.Action.WAIT,
+                    f"update waits for replica {memory.replacing} to be back in sync",
+                    outdated=update.outdated,
+                ),
+            )
+        if uid not in self.updating and len(self.updating) >= self.settings.max_concurrent_updates:
+            return (
+                body,
+                durable,
+                rolling.Update(
+                    rolling.Action.WAIT,
+                    f"update queued: {len(self.updating)} repositories are updating, at most "
+                    f"{self.settings.max_concurrent_updates} at once (--max-concurrent-updates)",
+                    outdated=update.outdated,
+                ),
+            )
+        self.updating.add(uid)
+        assert update.replica is not None
+        if update.action is rolling.Action.SWITCHOVER:
+            body, durable = await self._switch_over(
+                body, durable, observed, spec, memory, update.replica, "rolling update"
+            )
+            return body, durable, update
+        await self._replace(body, update.replica, memory, revision, observed)
+        return body, durable, update
+
+    def _switchover_asked(
+        self, body: Body, durable: planning.Durable, observed: Mapping[str, planning.Observed]
+    ) -> tuple[str, str] | None:
+        """(target, why) when leadership must move now, not as part of an update."""
+        leader = observed.get(durable.leader or "")
+        if leader is not None and leader.deleting and leader.report is not None:
+            target = rolling.switchover_target(durable, observed)
+            return (target, f"leader pod {leader.name} is being deleted") if target else None
+        wanted = ((body["metadata"].get("annotations")) or {}).get(names.SWITCHOVER)
+        if wanted is None:
+            return None
+        if wanted == durable.leader:
+            return wanted, "asked by annotation"
+        target = rolling.switchover_target(
+            durable, observed, wanted=None if wanted == "any" else wanted
+        )
+        return (target or wanted), "asked by annotation"
+
+    async def _switch_over(
+        self,
+        body: Body,
+        durable: planning.Durable,
+        observed: Mapping[str, planning.Observed],
+        spec: RepositorySpec,
+        memory: _Repository,
+        target: str,
+        why: str,
+    ) -> tuple[Body, planning.Durable]:
+        asked = why == "asked by annotation"
+        if target == durable.leader:
+            await self._answer_switchover(body, memory, "Normal", f"{target} already leads")
+            return body, durable
+        if rolling.switchover_target(durable, observed, wanted=target) is None:
+            message = (
+                f"switchover to {target} refused: it is not a voting replica in sync in term "
+                f"{durable.term}"
+            )
+            if asked:
+                await self._answer_switchover(body, memory, "Warning", message)
+            else:
+                self._event(body, memory, "Warning", "SwitchoverWaiting", message)
+            return body, durable
+        assert memory.peers is not None
+        outcome = await switching.hand_off(memory.peers, durable, observed, target)
+        if outcome.durable is None:
+            self._event(body, memory, "Warning", "SwitchoverWaiting", outcome.message)
+            return body, durable
+        notes = Notes(None, manifests.revision(body, spec, image=self.settings.image))
+        body = await self._write(body, outcome.durable, observed, spec, memory, notes)
+        self.metrics.decisions.inc(("Switchover",))
+        self._event(body, memory, "Normal", "Switchover", f"{outcome.message} ({why})", always=True)
+        if asked:
+            await self._answer_switchover(body, memory, None, "")
+        return body, outcome.durable
+
+    async def _answer_switchover(
+        self, body: Body, memory: _Repository, kind: str | None, message: str
+    ) -> None:
+        """The annotation asked once: removed, with the outcome as an event."""
+        if kind is not None:
+            reason = "Switchover" if kind == "Normal" else "SwitchoverRefused"
+            self._event(body, memory, kind, reason, message, always=True)
+        metadata = body["metadata"]
+        await asyncio.to_thread(
+            self.kube.remove_annotation, metadata["namespace"], metadata["name"], names.SWITCHOVER
+        )
+
+    async def _replace(
+        self,
+        body: Body,
+        replica: str,
+        memory: _Repository,
+        revision: str,
+        observed: Mapping[str, planning.Observed],
+    ) -> None:
+        """Deletes an outdated follower's pod; ``_converge`` recreates it on its volume."""
+        item = observed.get(replica) or planning.Observed(replica)
+        memory.replacing = replica
+        await asyncio.to_thread(
+            self.kube.delete_pod, body["metadata"]["namespace"], replica, force=False
+        )
+        self.metrics.decisions.inc(("ReplicaUpdated",))
+        self._event(
+            body,
+            memory,
+            "Normal",
+            "ReplicaUpdated",
+            f"replacing replica {replica} (revision {item.revision or 'unknown'} -> {revision}) "
+            "on its own volume",
+            always=True,
+        )
+
+    def _report_divergence(
+        self,
+        body: Body,
+        durable: planning.Durable,
+        observed: Mapping[str, planning.Observed],
+        memory: _Repository,
+    ) -> None:
         apart = planning.diverged(durable, observed)
         if apart:
             self._event(
@@ -148,11 +371,13 @@ class Reconciler:
                 f"refs of {', '.join(apart)} differ from leader {durable.leader}'s at the same "
                 "generation: repaired from the leader",
             )
-        await self._label_serving(body, observed, pods)
-        await self._converge(body, durable, observed, pods, claims, spec)
-        await self._write(body, durable, observed, spec, memory, blocked)
-        busy = any(item.ip for item in observed.values()) or (step is not None)
-        return self.settings.busy_interval if busy else self.settings.idle_interval
+
+    def _report_cordoned(
+        self, body: Body, observed: Mapping[str, planning.Observed], memory: _Repository
+    ) -> None:
+        for item in observed.values():
+            if item.cordoned is not None and not item.node_lost:
+                self._event(body, memory, "Warning", "WaitingForNode", item.cordoned)
 
     # -- objects around the replicas ------------------------------------------------------------
 
@@ -196,7 +421,7 @@ class Reconciler:
             self.kube.patch_budget,
             namespace,
             names.disruption_budget(repository),
-            decisions.quorum(spec.replicas),
+            manifests.budget(spec.replicas),
         )
         if memory.admin_token != stored["admin-token"]:
             if memory.peers is not None:
@@ -261,12 +486,18 @@ class Reconciler:
         claims: list[Body],
         nodes: Mapping[str, Body],
         memory: _Repository,
+        spec: RepositorySpec,
     ) -> dict[str, planning.Observed]:
         by_pod = {pod["metadata"]["name"]: pod for pod in pods}
         by_claim = {claim["metadata"]["name"]: claim for claim in claims}
         everything = sorted(durable.member_names | set(by_pod) | set(by_claim))
         observed = {
-            name: self._object_view(name, by_pod.get(name), by_claim.get(name), nodes)
+            name: self._cordon_view(
+                self._object_view(name, by_pod.get(name), by_claim.get(name), nodes),
+                nodes,
+                memory,
+                spec,
+            )
             for name in everything
         }
         answers = await asyncio.gather(*(self._report(item, memory) for item in observed.values()))
@@ -294,8 +525,10 @@ class Reconciler:
             if scheduled.get("reason") == "Unschedulable"
             else None
         )
+        annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
         return planning.Observed(
             name=name,
+            revision=str(annotations.get(names.REVISION, "")),
             pod=pod is not None,
             deleting=bool(pod and pod["metadata"].get("deletionTimestamp")),
             phase=pod_status.get("phase"),
@@ -306,6 +539,44 @@ class Reconciler:
             claim=claim is not None,
             node_lost=node is not None and self._node_lost(nodes.get(node)),
         )
+
+    def _cordon_view(
+        self,
+        item: planning.Observed,
+        nodes: Mapping[str, Body],
+        memory: _Repository,
+        spec: RepositorySpec,
+    ) -> planning.Observed:
+        """A replica that cannot run because its volume's node is cordoned (a drain evicted
+        it) waits ``cordonedNodeGraceSeconds``, then counts as lost: rebuilt elsewhere."""
+        node = nodes.get(item.node or "")
+        waiting = (
+            node is not None
+            and not item.node_lost
+            and bool((node.get("spec") or {}).get("unschedulable"))
+            and (not item.pod or item.phase in (None, "Pending") or item.unschedulable is not None)
+        )
+        if not waiting:
+            memory.cordoned_since.pop(item.name, None)
+            return item
+        since = memory.cordoned_since.setdefault(item.name, time.time())
+        grace = spec.cordoned_node_grace
+        if grace == WAIT_FOREVER:
+            why = (
+                f"replica {item.name} waits for cordoned node {item.node} (its volume is "
+                "there); cordonedNodeGraceSeconds is -1: it waits until the node is uncordoned"
+            )
+            return dataclasses.replace(item, cordoned=why)
+        deadline = datetime.datetime.fromtimestamp(since + grace, datetime.UTC)
+        if time.time() - since >= grace:
+            why = f"replica {item.name} waited {grace} s for cordoned node {item.node}"
+            return dataclasses.replace(item, cordoned=why, node_lost=True)
+        why = (
+            f"replica {item.name} waits for cordoned node {item.node} (its volume is there); "
+            f"unless the node is uncordoned it is rebuilt on another node from "
+            f"{deadline:%Y-%m-%dT%H:%M:%SZ} (cordonedNodeGraceSeconds {grace})"
+        )
+        return dataclasses.replace(item, cordoned=why)
 
     def _node_lost(self, node: Body | None) -> bool:
         if node is None:
@@ -445,7 +716,7 @@ class Reconciler:
         observed: Mapping[str, planning.Observed],
         spec: RepositorySpec,
         memory: _Repository,
-        blocked: str | None,
+        notes: Notes,
     ) -> Body:
         current = body.get("status") or {}
         wanted = status.derive(
@@ -454,7 +725,9 @@ class Reconciler:
             observed,
             replicas=spec.replicas,
             credentials_secret=memory.credentials_secret,
-            blocked=blocked,
+            blocked=notes.blocked,
+            revision=notes.revision,
+            update=notes.update,
         )
         if {**current, **wanted} == current:
             return body

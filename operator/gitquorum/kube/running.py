@@ -27,6 +27,7 @@ class Options:
     metrics_port: int
     node_loss_grace: float
     leader_timeout: float
+    max_concurrent_updates: int = 2
 
 
 async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -> int:
@@ -60,6 +61,7 @@ async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -
             image=options.image,
             node_loss_grace=options.node_loss_grace,
             leader_timeout=options.leader_timeout,
+            max_concurrent_updates=options.max_concurrent_updates,
         ),
         events=handlers.post_event,
         metrics=registry_metrics,

@@ -18,6 +18,12 @@ class Toleration:
     seconds: int | None
 
 
+CORDONED_NODE_GRACE = 300
+"""Default seconds a replica waits for its cordoned node before it is rebuilt elsewhere."""
+WAIT_FOREVER = -1
+"""``cordonedNodeGraceSeconds: -1``: never rebuild a replica away from a cordoned node."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RepositorySpec:
     replicas: int = 3
@@ -33,6 +39,10 @@ class RepositorySpec:
     credentials_secret: str | None = None
     anonymous_read: bool = False
     reclaim_policy: str = "Retain"
+    update_strategy: str = "RollingUpdate"
+    """RollingUpdate: the operator replaces outdated replicas; OnDelete: it only reports them."""
+    cordoned_node_grace: int = CORDONED_NODE_GRACE
+    """Seconds before a replica evicted from a cordoned node is rebuilt elsewhere; -1: never."""
 
     @classmethod
     def from_body(cls, spec: Mapping[str, Any]) -> "RepositorySpec":
@@ -64,8 +74,19 @@ class RepositorySpec:
             credentials_secret=auth.get("credentialsSecret"),
             anonymous_read=bool(spec.get("anonymousRead", False)),
             reclaim_policy=str(spec.get("reclaimPolicy", default.reclaim_policy)),
+            update_strategy=str(
+                (spec.get("updateStrategy") or {}).get("type") or default.update_strategy
+            ),
+            cordoned_node_grace=_grace(
+                (spec.get("maintenance") or {}).get("cordonedNodeGraceSeconds")
+            ),
         )
 
 
 def _quantities(values: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(key): str(value) for key, value in (values or {}).items()}
+
+
+def _grace(value: Any) -> int:
+    """Absent or null means the default (a manifest may say ``null`` to ask for it)."""
+    return CORDONED_NODE_GRACE if value is None else int(value)

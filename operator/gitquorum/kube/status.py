@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gitquorum.kube import names, planning
+from gitquorum.kube import names, planning, rolling
 from gitquorum.replication import decisions
 
 
@@ -20,8 +20,11 @@ def derive(
     replicas: int,
     credentials_secret: str,
     blocked: str | None,
+    revision: str = "",
+    update: rolling.Update | None = None,
 ) -> dict[str, Any]:
-    """The whole status; ``blocked`` says why the last decision could not be carried out."""
+    """The whole status; ``blocked`` says why the last decision could not be carried out,
+    ``revision`` is what replica pods are rendered at now, ``update`` the rolling update."""
     metadata = body["metadata"]
     repository, namespace = metadata["name"], metadata["namespace"]
     leader = observed.get(durable.leader or "")
@@ -42,7 +45,11 @@ def derive(
         if item.report is not None:
             entry["generation"] = int(report.get("generation", 0))
             entry["checksum"] = str(report.get("checksum", ""))
-        if item.unschedulable:
+        if item.pod:
+            entry["revision"] = item.revision
+        if item.cordoned:
+            entry["message"] = item.cordoned
+        elif item.unschedulable:
             entry["message"] = item.unschedulable
         members.append(entry)
     ready = sum(1 for member in durable.members if _ready(observed.get(member.name)))
@@ -55,16 +62,52 @@ def derive(
         "url": names.clone_url(repository, namespace),
         "credentialsSecret": credentials_secret,
         "replicaStatuses": members,
+        **revisions(durable, observed, revision),
     }
     if leader_report is not None:
         status["generation"] = int(leader_report.get("generation", 0))
         status["checksum"] = str(leader_report.get("checksum", ""))
     status["conditions"] = merge_conditions(
         (body.get("status") or {}).get("conditions") or [],
-        conditions(durable, observed, replicas=replicas, blocked=blocked),
+        [
+            *conditions(durable, observed, replicas=replicas, blocked=blocked),
+            updating(update or rolling.Update(rolling.Action.NONE, ""), revision),
+        ],
         generation=int(metadata.get("generation", 0)),
     )
     return status
+
+
+def revisions(
+    durable: planning.Durable, observed: Mapping[str, planning.Observed], revision: str
+) -> dict[str, Any]:
+    """updateRevision, currentRevision (what the outdated replicas run) and updatedReplicas."""
+    running = [
+        item.revision
+        for member in durable.members
+        if (item := observed.get(member.name)) is not None and item.pod and not item.deleting
+    ]
+    updated = sum(1 for value in running if value == revision)
+    older = sorted(value for value in running if value != revision)
+    current = max(older, key=older.count) if older else revision
+    return {
+        "updateRevision": revision,
+        "currentRevision": current or "unknown",
+        "updatedReplicas": updated,
+    }
+
+
+def updating(update: rolling.Update, revision: str) -> tuple[str, bool, str, str]:
+    """The Updating condition: True while replicas are outdated, with what happens or waits."""
+    if update.action is rolling.Action.NONE:
+        return ("Updating", False, "UpToDate", f"every replica runs revision {revision}")
+    reason = {
+        rolling.Action.REPORT: "OnDelete",
+        rolling.Action.WAIT: "UpdateWaiting",
+        rolling.Action.REPLACE: "RollingUpdate",
+        rolling.Action.SWITCHOVER: "Switchover",
+    }[update.action]
+    return ("Updating", True, reason, update.message)
 
 
 def _ready(item: planning.Observed | None) -> bool:

@@ -21,6 +21,13 @@ is behind; followers ask it for their read leases (``grant_lease``).
 
 A new leader first waits for the old leader's leases to lapse (``decisions.promotion_wait``)
 and proposes again any transaction it holds prepared; only then does it take writes.
+
+A planned leader change (switchover) starts with ``hand_off``: the leader stops admitting
+writes, lets the ones admitted finish, and waits until the chosen successor has applied
+everything; the controller then starts the successor's term. Writes that arrive meanwhile are
+held by the forwarding layer, not refused, and go to whoever leads once the term has changed.
+A leader whose hand-off is not followed by a new term takes writes again after a while, so a
+controller that dies in the middle cannot leave the repository without a writer.
 """
 
 import asyncio
@@ -29,7 +36,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from gitquorum import errors
@@ -59,6 +66,8 @@ class Timing:
     """A push is turned down when a majority has not stored it within this."""
     message: float = 5.0
     """Timeout of one replication message."""
+    handoff: float = 10.0
+    """A leader that handed off and heard of no new term since takes writes again after this."""
 
 
 @dataclasses.dataclass
@@ -110,6 +119,9 @@ class Leadership:
         self.lease_generation = local.state.generation
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
+        self._admitted = 0
+        self._handoff_until = float("-inf")
+        """While in the future, no write is admitted: leadership is being handed off."""
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -279,6 +291,77 @@ class Leadership:
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+    # -- admission and hand-off -----------------------------------------------------------------
+
+    @property
+    def handing_off(self) -> bool:
+        return time.monotonic() < self._handoff_until
+
+    @property
+    def writable(self) -> bool:
+        return self.ready and not self.handing_off and not self._stopped
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Counts a write request served here, so that a hand-off can wait for it to end.
+
+        Checking and counting happen with no await in between: a hand-off that begins later
+        sees this write and waits for it."""
+        if not self.writable:
+            raise errors.Unavailable(f"the leader does not take writes now: {self.why_not()}")
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    def why_not(self) -> str:
+        if self.handing_off:
+            return "leadership is being handed off"
+        return self.ready_reason or "stepping down"
+
+    async def hand_off(self, successor: str, *, timeout: float) -> decisions.Applied:
+        """Stops admitting writes, waits for the admitted ones and for ``successor`` to hold
+        everything applied here; returns the applied state handed over.
+
+        Raises Unavailable (and takes writes again) if that does not happen within
+        ``timeout``: a push still receiving a large pack, or a successor behind, is a reason
+        to try again later, not to fail the push."""
+        follower = self.followers.get(successor)
+        if follower is None or successor not in self.voters:
+            raise errors.BadRequest(f"{successor} is not a voting follower of this leader")
+        if not self.ready:
+            raise errors.Unavailable(f"the leader is not ready: {self.ready_reason}")
+        started = time.monotonic()
+        self._handoff_until = started + timeout + self._timing.handoff
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            applied = self._store.applied
+            if (
+                self._admitted == 0
+                and not self.write_lock.locked()
+                and follower.applied is not None
+                and follower.applied.generation == applied.generation
+                and follower.applied.checksum == applied.checksum
+            ):
+                # Until the new term reaches this replica, nothing is admitted here.
+                self._handoff_until = time.monotonic() + self._timing.handoff
+                log.info(
+                    "handed off to %s at generation %s after %.3f s",
+                    successor,
+                    applied.generation,
+                    time.monotonic() - started,
+                )
+                return applied
+            await asyncio.sleep(self._timing.heartbeat / 5)
+        self._handoff_until = float("-inf")
+        raise errors.Unavailable(
+            f"hand-off to {successor} not possible within {timeout:g} s: "
+            f"{self._admitted} write(s) in flight, successor at generation "
+            f"{None if follower.applied is None else follower.applied.generation}, "
+            f"leader at {self._store.state.generation}; writes resume here"
+        )
 
     # -- pushes ---------------------------------------------------------------------------------
 

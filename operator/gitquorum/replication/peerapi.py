@@ -24,7 +24,7 @@ from aiohttp import web
 
 from gitquorum import errors
 from gitquorum.protocol import smarthttp
-from gitquorum.replication import decisions, membership, replica
+from gitquorum.replication import decisions, membership, replica, versions
 from gitquorum.server import bodies, clients, repositories, services, writepath
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # A copy's fetch negotiation lists wanted and present objects.
 MAX_NEGOTIATION_BYTES = 256 * 1024 * 1024
 UPLOAD_PACK = smarthttp.Service.UPLOAD_PACK
+# A hand-off holds the controller's pass and every write of the repository: keep it short.
+MAX_HANDOFF_SECONDS = 30.0
 # A peer that stops sending in the middle of a message is cut off or gone: give up soon.
 PEER_IDLE_SECONDS = 10.0
 
@@ -77,6 +79,7 @@ class PeerApi:
         app.router.add_post("/replication/git/git-upload-pack", self._upload_pack)
         app.router.add_get("/admin/status", self._status)
         app.router.add_put("/admin/configuration", self._configure)
+        app.router.add_post("/admin/handoff", self._handoff)
         return app
 
     # -- access ---------------------------------------------------------------------------------
@@ -95,6 +98,12 @@ class PeerApi:
                 self._require(request, self._peer_token)
             elif request.path.startswith("/admin/"):
                 self._require(request, self._admin_token)
+            version = versions.parse(request.headers.get(versions.HEADER))
+            if not versions.accepts(version):
+                raise errors.BadRequest(
+                    f"protocol version {version} is not understood here (this replica accepts "
+                    f"{versions.OLDEST_ACCEPTED} to {versions.CURRENT})"
+                )
             return await handler(request)
         except web.HTTPException:
             raise
@@ -185,6 +194,19 @@ class PeerApi:
         configuration = membership.Configuration.from_json(await request.json())
         await self._replica.configure(configuration)
         return web.json_response(self._replica.status())
+
+    async def _handoff(self, request: web.Request) -> web.Response:
+        message = await request.json()
+        if not isinstance(message, dict):
+            raise errors.BadRequest("a hand-off is a JSON object")
+        term, successor, timeout = message.get("term"), message.get("to"), message.get("timeout")
+        if not isinstance(term, int) or not isinstance(successor, str):
+            raise errors.BadRequest("a hand-off names the term (integer) and the successor (to)")
+        # Bounded: the controller's pass waits for the answer.
+        if not isinstance(timeout, int | float) or not 0 < timeout <= MAX_HANDOFF_SECONDS:
+            raise errors.BadRequest(f"timeout must be in (0, {MAX_HANDOFF_SECONDS}] seconds")
+        answer = await self._replica.hand_off(term=term, successor=successor, timeout=timeout)
+        return web.json_response(answer)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from gitquorum import errors
-from gitquorum.replication import transactions
+from gitquorum.replication import transactions, versions
 
 HEADER_LENGTH = struct.Struct(">I")
 READ_SIZE = 256 * 1024
@@ -25,6 +25,11 @@ READ_SIZE = 256 * 1024
 
 class PeerError(errors.GitquorumError):
     """A peer could not be reached or answered with an error."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status of an error answer; None when there was no answer."""
 
 
 class Peers:
@@ -38,7 +43,10 @@ class Peers:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {self._token}"},
+                headers={
+                    "Authorization": f"Bearer {self._token}",
+                    versions.HEADER: str(versions.CURRENT),
+                },
                 connector=aiohttp.TCPConnector(limit=0, force_close=False),
             )
         return self._session
@@ -92,7 +100,10 @@ class Peers:
             ) as response:
                 text = await response.text()
                 if response.status >= 400:
-                    raise PeerError(f"{url}: HTTP {response.status}: {text.strip()[:300]}")
+                    raise PeerError(
+                        f"{url}: HTTP {response.status}: {text.strip()[:300]}",
+                        status=response.status,
+                    )
                 answer = json.loads(text)
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as error:
             raise PeerError(f"{url}: {type(error).__name__}: {error}") from error

@@ -9,6 +9,10 @@ that learns of a newer term from a peer steps down at once.
 
 What a replica reports (``status``) is what the controller decides on: its term, its log
 position, whether it may lead, whether it serves reads, how far behind it is.
+
+While the leader changes (a hand-off, a new term not yet settled) the replica is *in
+transition*: requests it cannot serve yet are held for a moment rather than refused
+(``forwarding``), and it stays ready for its Service, so a planned change fails no client.
 """
 
 import asyncio
@@ -25,6 +29,7 @@ from gitquorum.replication import (
     membership,
     peerclient,
     store,
+    versions,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,7 @@ class Replica:
         )
         self._changing = asyncio.Lock()
         self._background: set[asyncio.Future[None]] = set()
+        self._transition_until = float("-inf")
         self.started = time.monotonic()
 
     @property
@@ -85,7 +91,49 @@ class Replica:
 
     @property
     def writable(self) -> bool:
-        return self.leadership is not None and self.leadership.ready
+        return self.leadership is not None and self.leadership.writable
+
+    @property
+    def in_transition(self) -> bool:
+        """Whether a leader change is under way here, so that what cannot be served now soon
+        can be: a hand-off, a new leader taking office, a follower awaiting its first lease."""
+        if self.leadership is not None and self.leadership.handing_off:
+            return True
+        if time.monotonic() >= self._transition_until:
+            return False
+        if self.leadership is not None:
+            return not self.leadership.ready
+        return not self.following.readable
+
+    async def hand_off(self, *, term: int, successor: str, timeout: float) -> dict[str, Any]:
+        """Prepares a switchover to ``successor`` (see ``Leadership.hand_off``)."""
+        if term != self.store.state.term or self.leadership is None:
+            raise errors.Conflict(
+                f"this replica does not lead term {term} (at term {self.store.state.term}, "
+                f"{self.role.value.lower()})"
+            )
+        self._transition_until = time.monotonic() + timeout + self.timing.handoff
+        applied = await self.leadership.hand_off(successor, timeout=timeout)
+        self._transition_until = time.monotonic() + self.timing.handoff
+        return {
+            "ok": True,
+            "term": term,
+            "generation": applied.generation,
+            "transaction": applied.transaction,
+            "checksum": applied.checksum,
+        }
+
+    async def leave(self, timeout: float) -> None:
+        """Before the process stops: a leader waits (up to ``timeout``) for the controller to
+        move leadership away, so that pushes in flight finish and new ones are held, not cut."""
+        deadline = time.monotonic() + timeout
+        if self.leadership is None:
+            return
+        log.info("stopping while leading term %s: waiting for a switchover", self.store.state.term)
+        while self.leadership is not None and time.monotonic() < deadline:
+            await asyncio.sleep(self.timing.heartbeat / 5)
+        if self.leadership is not None:
+            log.warning("no switchover within %s s: stopping as the leader", timeout)
 
     async def configure(self, configuration: membership.Configuration) -> None:
         """Takes a configuration from the controller; raises Conflict if it is outdated."""
@@ -104,6 +152,8 @@ class Replica:
                     f"not {configuration.leader}"
                 )
             previous_leader = state.leader
+            if configuration.term != state.term or self.configuration is None:
+                self._transition_until = time.monotonic() + self.timing.handoff
             await self.store.observe_term(configuration.term, configuration.leader)
             renewed = (
                 self.leadership is None
@@ -196,6 +246,8 @@ class Replica:
             "eligible": not state.rebuilding,
             "readable": self.readable,
             "writable": self.writable,
+            "inTransition": self.in_transition,
+            "protocol": versions.describe(),
             "state": self._sync_state(),
             "lag": lag,
             "copy": vars(self.copier.progress) | {"active": self.following.copying},

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -40,9 +41,14 @@ async def serve(server: http.Server, sock: socket.socket) -> None:
 
 
 async def serve_many(
-    apps: list[tuple[web.Application, socket.socket]], *, server: http.Server, started: str
+    apps: list[tuple[web.Application, socket.socket]],
+    *,
+    server: http.Server,
+    started: str,
+    before_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Serves several applications (a replica's git and replication ports) until SIGTERM."""
+    """Serves several applications (a replica's git and replication ports) until SIGTERM;
+    ``before_stop`` runs after the signal while everything still serves (a leader hands off)."""
     runners: list[web.AppRunner] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -63,6 +69,8 @@ async def serve_many(
         addresses = ", ".join(_url(sock) for _, sock in apps)
         log.info("%s on %s", started, addresses)
         await stop.wait()
+        if before_stop is not None:
+            await before_stop()
         log.info("stopping: draining requests for up to %s s", server.settings.shutdown_timeout)
         server.draining = True
     finally:
