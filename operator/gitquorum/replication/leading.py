@@ -137,6 +137,26 @@ class Leadership:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def reconfigure(self, configuration: membership.Configuration) -> None:
+        """Takes a new configuration of the same term and leader without leaving office: a
+        member's new address (its pod was replaced), a member added, removed or promoted.
+
+        Stepping down and taking office again would stop writes for the promotion wait on
+        every such change; the operator changes voters one at a time, so the new voter set
+        applies at once, as Raft's single-server changes do."""
+        assert configuration.term == self.term and configuration.leader == self.replica
+        self.configuration = configuration
+        wanted = {member.id: member for member in configuration.others(self.replica)}
+        for replica in set(self.followers) - set(wanted):
+            del self.followers[replica]  # its heartbeat loop ends at its next round
+        for replica, member in wanted.items():
+            follower = self.followers.get(replica)
+            if follower is None:
+                follower = self.followers[replica] = Follower(member)
+                self._spawn(self._heartbeats(follower))
+            elif follower.member != member:
+                follower.member = member
+
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
@@ -180,7 +200,7 @@ class Leadership:
     # -- heartbeats -----------------------------------------------------------------------------
 
     async def _heartbeats(self, follower: Follower) -> None:
-        while not self._stopped:
+        while not self._stopped and self.followers.get(follower.member.id) is follower:
             started = time.monotonic()
             await self._heartbeat(follower, started)
             elapsed = time.monotonic() - started

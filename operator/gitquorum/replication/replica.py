@@ -155,15 +155,15 @@ class Replica:
             if configuration.term != state.term or self.configuration is None:
                 self._transition_until = time.monotonic() + self.timing.handoff
             await self.store.observe_term(configuration.term, configuration.leader)
-            renewed = (
-                self.leadership is None
-                or self.leadership.term != configuration.term
-                or configuration != self.configuration
+            same_term = (
+                self.leadership is not None and self.leadership.term == configuration.term
             )
             self.configuration = configuration
             if configuration.leader == self.id:
-                if renewed:
+                if not same_term:
                     await self._lead(configuration, previous_leader)
+                elif self.leadership is not None:
+                    self.leadership.reconfigure(configuration)
             else:
                 await self._follow()
             log.info(
