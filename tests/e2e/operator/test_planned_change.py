@@ -19,7 +19,7 @@ from gitquorum_testbed import cluster
 from tests import waiting
 from tests.conftest import Kubectl
 from tests.e2e.operator import nodes, repos, traffic
-from tests.e2e.operator.conftest import Operator
+from tests.e2e.operator.conftest import CHART, Operator, helm
 
 pytestmark = pytest.mark.e2e
 
@@ -244,4 +244,126 @@ def test_drain_of_the_leader_node_fails_no_push_and_follower_is_rebuilt_elsewher
         results = load.stop()
     assert after["leader"] != leader["name"]
     assert _events(core, namespace, "Switchover"), "the leader left by a switchover"
+    _check(results, url, tmp_path)
+
+
+def test_helm_upgrade_to_a_new_image_rolls_every_repository_without_a_failed_push(
+    testbed: cluster.Testbed,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    operator: Operator,
+    tmp_path: Path,
+) -> None:
+    names = ("upgrade-a", "upgrade-b")
+    repositories = [_serving(kubectl, api_client, core, namespace, name) for name in names]
+    before = {r.name: r.status() for r in repositories}
+    urls = {r.name: r.push_url(core) for r in repositories}
+    loads = [traffic.Traffic(urls[name], tmp_path / name) for name in names]
+    kubeconfig = testbed.layout.kubeconfig
+    try:
+        for load in loads:
+            load.__enter__()
+        for load in loads:
+            load.wait_rounds(3)
+        # The testbed runs every image alike: a new tag changes what the operator renders.
+        helm(
+            "upgrade",
+            operator.release,
+            str(CHART),
+            "-n",
+            operator.namespace,
+            "--reuse-values",
+            "--set",
+            "image.tag=0.1.1",
+            "--wait",
+            "--timeout",
+            "3m",
+            kubeconfig=kubeconfig,
+        )
+        after = {
+            r.name: r.wait(
+                "every replica at the new image's revision, in sync",
+                lambda s, r=r: (
+                    s.get("updateRevision") != before[r.name].get("updateRevision")
+                    and _rolled(s, s.get("updateRevision", ""))
+                ),
+                timeout=ROLL_SECONDS,
+            )
+            for r in repositories
+        }
+        for load in loads:
+            load.wait_rounds(3)
+        results = [load.stop() for load in loads]
+    finally:
+        for load in loads:
+            load.stop()
+        helm(
+            "upgrade",
+            operator.release,
+            str(CHART),
+            "-n",
+            operator.namespace,
+            "--reuse-values",
+            "--set",
+            "image.tag=",
+            "--wait",
+            "--timeout",
+            "3m",
+            kubeconfig=kubeconfig,
+        )
+    for name, result in zip(names, results, strict=True):
+        assert after[name]["term"] == before[name]["term"] + 1, repos.summary(after[name])
+        _check(result, urls[name], tmp_path / name)
+
+
+def test_drained_follower_waits_for_its_node_says_so_then_is_rebuilt_elsewhere(
+    testbed: cluster.Testbed,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    cordoned: list[str],
+    tmp_path: Path,
+) -> None:
+    nodes.ensure_workers(testbed, core, 4)
+    repository = _serving(kubectl, api_client, core, namespace, "waits")
+    before = repository.status()
+    follower = next(e for e in before["replicaStatuses"] if e["name"] != before["leader"])
+    url = repository.push_url(core)
+    with traffic.Traffic(url, tmp_path) as load:
+        load.wait_rounds(3)
+        cordoned.append(follower["node"])
+        _drain(kubectl, follower["node"])
+
+        def waiting_message(status: repos.Status) -> str:
+            entry = next(
+                (e for e in status.get("replicaStatuses") or [] if e["name"] == follower["name"]),
+                {},
+            )
+            return str(entry.get("message", ""))
+
+        status = repository.wait(
+            f"{follower['name']}'s status naming cordoned {follower['node']}",
+            lambda s: f"cordoned node {follower['node']}" in waiting_message(s),
+            timeout=60,
+        )
+        assert "rebuilt on another node from" in waiting_message(status)
+        assert any(follower["node"] in m for m in _events(core, namespace, "WaitingForNode"))
+        # The default grace (300 s) is what it waits by default; a user may shorten it.
+        _patch(
+            kubectl, namespace, "waits", {"spec": {"maintenance": {"cordonedNodeGraceSeconds": 0}}}
+        )
+        repository.wait(
+            f"{follower['name']} rebuilt away from {follower['node']}, in sync",
+            lambda s: (
+                follower["name"] not in {m["name"] for m in s.get("members") or []}
+                and all(e["node"] != follower["node"] for e in s.get("replicaStatuses") or [])
+                and repos.in_sync(s, 3)
+            ),
+            timeout=120,
+        )
+        load.wait_rounds(3)
+        results = load.stop()
     _check(results, url, tmp_path)
