@@ -33,7 +33,15 @@ def free_port() -> int:
 class Replicas:
     """A set of replica processes sharing a token, an auth file and a configuration."""
 
-    def __init__(self, base: pathlib.Path, auth_file: pathlib.Path, count: int) -> None:
+    def __init__(
+        self,
+        base: pathlib.Path,
+        auth_file: pathlib.Path,
+        count: int,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.extra_args = extra_args
+        """More arguments of every replica's command line."""
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         self.auth_file = auth_file
@@ -78,6 +86,7 @@ class Replicas:
             "--anonymous-read",
             "--prepare-timeout", "2",
             "--log-level", "DEBUG",
+            *self.extra_args,
         ]  # fmt: skip
         with (self.data(replica) / "replica.log").open("ab") as output:
             self.processes[replica] = subprocess.Popen(

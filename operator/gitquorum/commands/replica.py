@@ -26,7 +26,8 @@ from gitquorum.server import http, listening, repositories, settings, spawning
 
 log = logging.getLogger(__name__)
 
-LEAVE_SECONDS = 20.0
+LEAVE_SECONDS = 0.0
+"""Outside Kubernetes nothing moves leadership on a stop: stop at once unless told to wait."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,8 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--leave-timeout",
         type=float,
         default=LEAVE_SECONDS,
-        help="on SIGTERM, seconds a leader waits for a switchover before it stops "
-        "(%(default)s; keep it below the pod's terminationGracePeriodSeconds)",
+        help="on SIGTERM, seconds a leader waits for its controller to move leadership away "
+        "before it stops (%(default)s; the operator sets it, below the pod's "
+        "terminationGracePeriodSeconds)",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")

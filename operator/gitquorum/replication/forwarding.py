@@ -5,8 +5,10 @@ that reaches a replica without a valid read lease (behind, rebuilding, cut off),
 to the leader's git server as it came: method, path, query, the client's credentials (every
 replica has the same users), the body streamed through unread, the answer streamed back. The
 leader authenticates the client again. A forwarded request carries the replicas it passed
-through; it is never forwarded to one of them again, nor more than ``MAX_HOPS`` times, so a
-confused configuration cannot make requests go round in circles.
+through and is forwarded at most ``MAX_HOPS`` times, so a confused configuration cannot make
+requests go round in circles. It may come back to a replica it passed: a follower forwards a
+push to the leader, which holds it during a switchover and then forwards it to the new
+leader, that very follower.
 
 While the leader changes (``Replica.in_transition``) a request that cannot be served or
 forwarded yet is held, up to ``hold`` seconds, until it can: a switchover then fails no
@@ -102,12 +104,7 @@ class Forwarder:
             if self._serves(wanted):
                 return None
             leader = self._replica.leader
-            if (
-                leader is not None
-                and leader.id != self._replica.id
-                and leader.id not in hops
-                and len(hops) < MAX_HOPS
-            ):
+            if leader is not None and leader.id != self._replica.id and len(hops) < MAX_HOPS:
                 return leader
             if not self._replica.in_transition or time.monotonic() >= deadline:
                 raise errors.Unavailable(self._why(wanted, leader, hops))
@@ -122,7 +119,7 @@ class Forwarder:
             leadership = self._replica.leadership
             reason = leadership.why_not() if leadership is not None else "not leading yet"
             return f"replica {me} leads but cannot serve this now ({reason}); retry"
-        return f"replica {me} {why} and the request already passed {', '.join(hops)}; retry"
+        return f"replica {me} {why}; the request was forwarded {len(hops)} times already; retry"
 
     def _serves(self, wanted: str) -> bool:
         return self._replica.writable if wanted == "write" else self._replica.readable
