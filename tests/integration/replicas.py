@@ -53,6 +53,7 @@ class Replicas:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.term = 1
         self.leader = self.ids[0]
+        self.stopped: frozenset[str] = frozenset()
 
     def configuration(self) -> membership.Configuration:
         members = tuple(
@@ -63,7 +64,9 @@ class Replicas:
             )
             for replica in self.ids
         )
-        return membership.Configuration(term=self.term, leader=self.leader, members=members)
+        return membership.Configuration(
+            term=self.term, leader=self.leader, members=members, stopped=self.stopped
+        )
 
     def data(self, replica: str) -> pathlib.Path:
         return self.base / replica

@@ -4,6 +4,7 @@ import pathlib
 
 import pytest
 
+from gitquorum.protocol import pktline, reporting
 from tests.integration import helpers
 from tests.integration.helpers import Git, Seeded, Server
 
@@ -93,3 +94,31 @@ def test_ls_remote_lists_refs_and_head(git: Git, server: Server, repo: Seeded) -
     assert "ref: refs/heads/main\tHEAD" in listing
     assert f"{repo.head}\trefs/heads/main" in listing
     assert "refs/tags/v1" in listing
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_fetch_of_a_missing_object_ends_with_gits_error_not_a_cut(
+    git: Git, server: Server, repo: Seeded, tmp_path: pathlib.Path, protocol: int
+) -> None:
+    missing = "1234567890" * 4
+    local = tmp_path / "local"
+    git.run("init", "-q", str(local))
+    result = git.run(
+        "fetch", server.url(repo.name), missing, cwd=local, check=False, protocol=protocol
+    )
+    assert result.returncode != 0
+    assert f"not our ref {missing}" in result.stderr, result.stderr
+    # The transfer ended as git meant it to: no "RPC failed; curl 18 transfer closed ...".
+    assert "RPC failed" not in result.stderr, result.stderr
+    assert "curl" not in result.stderr, result.stderr
+
+
+def test_upload_pack_of_a_missing_object_gets_a_whole_response(
+    git: Git, server: Server, repo: Seeded
+) -> None:
+    want = pktline.encode(f"want {'1234567890' * 4} side-band-64k\n".encode())
+    reply = helpers.upload_pack(server, repo.name, want + pktline.FLUSH + pktline.encode(b"done\n"))
+    # http.client raises IncompleteRead on a body cut mid-chunk: this one is read whole.
+    assert reply.status == 200
+    assert reporting.ends_with_error(reply.body), reply.body
+    assert b"not our ref" in reply.body

@@ -124,7 +124,14 @@ def test_replica_peer_api_refuses_wrong_token(replicas: Replicas) -> None:
     for path in ("/admin/status", "/replication/snapshot"):
         error = http_error(lambda p=path: replicas.call("r1", "GET", p, token="wrong-token"))
         assert error.code == 401, path
-    heartbeat = {"term": 9, "leader": "r2", "generation": 0, "transaction": "", "checksum": ""}
+    heartbeat = {
+        "term": 9,
+        "leader": "r2",
+        "generation": 0,
+        "transaction": "",
+        "checksum": "0" * 64,
+        "settled": False,
+    }
     error = http_error(
         lambda: replicas.call(
             "r1", "POST", "/replication/heartbeat", heartbeat, token="wrong-token"
@@ -142,7 +149,14 @@ def test_replica_refuses_messages_of_an_older_term(replicas: Replicas) -> None:
         "r1",
         "POST",
         "/replication/heartbeat",
-        {"term": 1, "leader": "r0", "generation": 0, "transaction": "", "checksum": ""},
+        {
+            "term": 1,
+            "leader": "r0",
+            "generation": 0,
+            "transaction": "",
+            "checksum": "0" * 64,
+            "settled": False,
+        },
     )
     assert answer["ok"] is False and "stale" in answer["reason"]
     replicas.term = 1

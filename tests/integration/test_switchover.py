@@ -99,6 +99,8 @@ def _switch_over(replicas: Replicas, successor: str) -> dict[str, object]:
         {"term": replicas.term, "to": successor, "timeout": 5},
     )  # fmt: skip
     replicas.term += 1
+    # The old leader handed off: it serves no reads since, as the operator tells the others.
+    replicas.stopped = frozenset({replicas.leader})
     replicas.leader = successor
     replicas.configure(successor)
     for replica in replicas.ids:
@@ -143,7 +145,7 @@ def test_switchover_push_during_hand_off_is_held_then_served_by_the_new_leader(
     )
     held.start()
     # The push waits at r0 (r2 forwarded it); the new term then takes it.
-    replicas.term, replicas.leader = 2, "r1"
+    replicas.term, replicas.leader, replicas.stopped = 2, "r1", frozenset({"r0"})
     for replica in ("r1", "r2", "r0"):
         replicas.configure(replica)
     held.join(timeout=30)

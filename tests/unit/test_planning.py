@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -340,3 +341,21 @@ def test_diverged_replicas_found_by_checksum_at_same_generation():
     assert planning.diverged(three(), observed) == ["r-2", "r-3"]
     observed["r-1"] = running("r-1", report=None)
     assert planning.diverged(three(), observed) == []
+
+
+def test_configuration_lists_the_leader_that_handed_off_as_stopped():
+    durable = dataclasses.replace(three(leader="r-2", term=2), handed_off="r-1")
+    observed = {name: running(name) for name in ("r-1", "r-2", "r-3")}
+    assert planning.configuration(durable, observed).stopped == frozenset({"r-1"})
+    assert Durable.from_status(durable.to_status()) == durable
+
+
+def test_election_forgets_the_hand_off_of_the_previous_term():
+    durable = dataclasses.replace(three(leader="r-2", term=2), handed_off="r-1")
+    observed = {
+        "r-1": running("r-1", report=report(term=2, generation=9, configured=2)),
+        "r-3": running("r-3", report=report(term=2, generation=9, configured=2)),
+    }
+    result = step(durable, observed)
+    assert result is not None and result.kind is Kind.ELECT
+    assert result.durable.handed_off is None

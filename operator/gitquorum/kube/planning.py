@@ -39,6 +39,9 @@ class Durable:
     leader: str | None = None
     members: tuple[Member, ...] = ()
     next_serial: int = 1
+    handed_off: str | None = None
+    """The leader that handed this term over by switchover: it serves no reads since, so the
+    configuration lists it as stopped and the new leader need not wait for its lease."""
 
     @property
     def voters(self) -> frozenset[str]:
@@ -59,6 +62,7 @@ class Durable:
             leader=status.get("leader") or None,
             members=members,
             next_serial=int(status.get("nextSerial") or 1),
+            handed_off=status.get("handedOff") or None,
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -67,6 +71,7 @@ class Durable:
             "leader": self.leader,
             "members": [{"name": m.name, "voter": m.voter} for m in self.members],
             "nextSerial": self.next_serial,
+            "handedOff": self.handed_off,
         }
 
 
@@ -226,7 +231,9 @@ def _elect(durable: Durable, observed: Mapping[str, Observed]) -> Step:
     return Step(
         Kind.ELECT,
         f"term {election.term}: {election.leader} leads{previous}: {election.reason}",
-        dataclasses.replace(durable, term=election.term, leader=election.leader),
+        dataclasses.replace(
+            durable, term=election.term, leader=election.leader, handed_off=None
+        ),
     )
 
 
@@ -354,6 +361,7 @@ def configuration(durable: Durable, observed: Mapping[str, Observed]) -> members
         or not item.pod
         or item.node_lost
         or item.phase not in ("Running",)
+        or member.name == durable.handed_off
     )
     return membership.Configuration(
         term=durable.term, leader=durable.leader, members=tuple(members), stopped=stopped

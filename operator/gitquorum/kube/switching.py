@@ -72,7 +72,9 @@ async def hand_off(
     term = max(terms) + 1
     how = "after a hand-off" if handed else "without a hand-off (the leader cannot do one)"
     return Outcome(
-        dataclasses.replace(durable, term=term, leader=successor),
+        dataclasses.replace(
+            durable, term=term, leader=successor, handed_off=durable.leader if handed else None
+        ),
         f"term {term}: leadership moved from {durable.leader} to {successor} {how}",
     )
 

@@ -122,6 +122,8 @@ class Leadership:
         self._admitted = 0
         self._handoff_until = float("-inf")
         """While in the future, no write is admitted: leadership is being handed off."""
+        self._relinquished_until = float("-inf")
+        """While in the future, no read is served here and no lease granted: handed off."""
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -181,7 +183,10 @@ class Leadership:
 
     @property
     def readable(self) -> bool:
-        return self.ready and time.monotonic() < self.lease_end()
+        # A leader that handed off serves no reads and grants no leases: its successor then
+        # need not wait for this leader's lease to lapse (the configuration says it handed off).
+        now = time.monotonic()
+        return self.ready and now >= self._relinquished_until and now < self.lease_end()
 
     def grant_lease(self, replica: str, applied: decisions.Applied) -> bool:
         """A follower asks to serve reads: yes while in sync and this leader leads."""
@@ -365,8 +370,11 @@ class Leadership:
                 and follower.applied.generation == applied.generation
                 and follower.applied.checksum == applied.checksum
             ):
-                # Until the new term reaches this replica, nothing is admitted here.
+                # Until the new term reaches this replica, nothing is admitted here, and no
+                # read is served: the successor may then take office without waiting for this
+                # leader's lease (reads are held meanwhile, as writes are).
                 self._handoff_until = time.monotonic() + self._timing.handoff
+                self._relinquished_until = self._handoff_until
                 log.info(
                     "handed off to %s at generation %s after %.3f s",
                     successor,
