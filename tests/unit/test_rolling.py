@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from gitquorum.kube import manifests, planning, rolling
+from gitquorum.kube import manifests, rolling
 from gitquorum.kube.planning import Durable, Member, Observed
 from gitquorum.kube.spec import RepositorySpec
 from gitquorum.replication import decisions, versions
@@ -43,9 +43,7 @@ def durable(count: int = 3, leader: str = "r-1") -> Durable:
 
 
 def plan(observed: dict[str, Observed], *, count: int = 3, strategy: str = "RollingUpdate"):
-    return rolling.plan(
-        durable(count), observed, revision=NEW, replicas=count, strategy=strategy
-    )
+    return rolling.plan(durable(count), observed, revision=NEW, replicas=count, strategy=strategy)
 
 
 def test_plan_nothing_when_every_replica_is_updated():
@@ -187,3 +185,12 @@ def test_versions_understood_by_old_status_only_for_version_one():
 def test_rejects_malformed_protocol_header(value: str) -> None:
     with pytest.raises(ValueError):
         versions.parse(value)
+
+
+def test_slots_bound_the_repositories_rolling_at_once():
+    slots = rolling.Slots(2)
+    assert slots.take("a") and slots.take("b")
+    assert not slots.take("c"), "a third repository waits"
+    assert slots.take("a"), "a repository keeps its slot until its update is done"
+    slots.release("a")
+    assert slots.take("c")

@@ -91,8 +91,8 @@ class Reconciler:
         self.clock = clock
         self.started = clock()
         self.repositories: dict[str, _Repository] = {}
-        self.updating: set[str] = set()
-        """Repositories (uids) in a rolling update, bounded by max_concurrent_updates."""
+        self.updating = rolling.Slots(settings.max_concurrent_updates)
+        """Repositories (uids) in a rolling update."""
 
     async def close(self) -> None:
         for repository in self.repositories.values():
@@ -102,7 +102,7 @@ class Reconciler:
     async def forget(self, uid: str) -> None:
         """Drops what was kept for a deleted repository, closing its connections."""
         repository = self.repositories.pop(uid, None)
-        self.updating.discard(uid)
+        self.updating.release(uid)
         if repository is not None and repository.peers is not None:
             await repository.peers.close()
 
@@ -226,7 +226,7 @@ class Reconciler:
             strategy=spec.update_strategy,
         )
         if update.action is rolling.Action.NONE:
-            self.updating.discard(uid)
+            self.updating.release(uid)
             return body, durable, update
         if update.action in (rolling.Action.REPORT, rolling.Action.WAIT):
             return body, durable, update
@@ -241,18 +241,14 @@ class Reconciler:
                     outdated=update.outdated,
                 ),
             )
-        if uid not in self.updating and len(self.updating) >= self.settings.max_concurrent_updates:
-            return (
-                body,
-                durable,
-                rolling.Update(
-                    rolling.Action.WAIT,
-                    f"update queued: {len(self.updating)} repositories are updating, at most "
-                    f"{self.settings.max_concurrent_updates} at once (--max-concurrent-updates)",
-                    outdated=update.outdated,
-                ),
+        if not self.updating.take(uid):
+            queued = rolling.Update(
+                rolling.Action.WAIT,
+                f"update queued: {len(self.updating.holders)} repositories are updating, at "
+                f"most {self.updating.limit} at once (--max-concurrent-updates)",
+                outdated=update.outdated,
             )
-        self.updating.add(uid)
+            return body, durable, queued
         assert update.replica is not None
         if update.action is rolling.Action.SWITCHOVER:
             body, durable = await self._switch_over(

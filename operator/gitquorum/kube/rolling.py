@@ -167,3 +167,25 @@ def switchover_target(
 def _serial(name: str) -> int:
     tail = name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+class Slots:
+    """How many repositories may roll at once (``--max-concurrent-updates``): an operator
+    upgrade outdates every replica of every repository, and restarting them all together
+    would take every repository through a switchover at the same moment."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.holders: set[str] = set()
+
+    def take(self, repository: str) -> bool:
+        """Whether ``repository`` may replace a replica now; it keeps its slot until done."""
+        if repository in self.holders:
+            return True
+        if len(self.holders) >= self.limit:
+            return False
+        self.holders.add(repository)
+        return True
+
+    def release(self, repository: str) -> None:
+        self.holders.discard(repository)
