@@ -45,6 +45,9 @@ class Settings:
     idle_interval: float = 10.0
     max_concurrent_updates: int = 2
     """Repositories whose replicas roll at the same time (an operator upgrade outdates all)."""
+    resync_interval: float = 60.0
+    """Seconds between checks of the objects around the replicas (Secrets, Service, PDB,
+    NetworkPolicy) while the spec does not change: a steady pass makes no API request."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +68,8 @@ class _Repository:
     admin_token: str = ""
     peers: peerclient.Peers | None = None
     ensured: tuple[Any, ...] = ()
+    ensured_at: float = float("-inf")
+    """When (clock) the objects around the replicas were last checked."""
     credentials_secret: str = ""
     last_answer: dict[str, float] = dataclasses.field(default_factory=dict)
     last_event: str = ""
@@ -380,9 +385,15 @@ class Reconciler:
     async def _ensure_objects(
         self, body: Body, spec: RepositorySpec, memory: _Repository
     ) -> str | None:
-        """Secrets, Service, PDB, NetworkPolicy; returns a problem to report, if any."""
+        """Secrets, Service, PDB, NetworkPolicy; returns a problem to report, if any.
+
+        Checked when the spec's part they depend on changes and otherwise every
+        ``resync_interval``: credentials rotated in their Secret reach the replicas then."""
         namespace = body["metadata"]["namespace"]
         repository = body["metadata"]["name"]
+        fresh = self.clock() - memory.ensured_at < self.settings.resync_interval
+        if fresh and memory.ensured[::2] == (spec.replicas, spec.credentials_secret):
+            return None
         credentials = await self._credentials(body, spec)
         if isinstance(credentials, str):
             return credentials
@@ -390,6 +401,7 @@ class Reconciler:
         fingerprint = hashlib.sha256(f"{username}:{password}".encode()).hexdigest()
         wanted = (spec.replicas, fingerprint, spec.credentials_secret)
         if memory.ensured == wanted and memory.admin_token:
+            memory.ensured_at = self.clock()
             return None
         await self._ensure_auth(body, username, password, fingerprint)
         tokens = {"peer-token": secrets.token_hex(24), "admin-token": secrets.token_hex(24)}
@@ -428,6 +440,7 @@ class Reconciler:
             )
         memory.credentials_secret = spec.credentials_secret or names.credentials_secret(repository)
         memory.ensured = wanted
+        memory.ensured_at = self.clock()
         return None
 
     async def _credentials(self, body: Body, spec: RepositorySpec) -> tuple[str, str] | str:
