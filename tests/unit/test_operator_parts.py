@@ -9,6 +9,7 @@ import pytest
 from gitquorum.kube import manifests, names, planning, status
 from gitquorum.kube.planning import Durable, Member, Observed
 from gitquorum.kube.spec import RepositorySpec
+from tests.unit import statuses
 
 pytestmark = pytest.mark.unit
 
@@ -99,7 +100,9 @@ def test_names_serials_round_trip():
 
 
 def _observed(name: str, state: str | None, *, writable: bool = True) -> Observed:
-    report = None if state is None else {"state": state, "writable": writable, "generation": 3}
+    report = (
+        None if state is None else statuses.status(state=state, writable=writable, generation=3)
+    )
     return Observed(name, pod=True, phase="Running", ip="10.0.0.1", ready=True, report=report)
 
 

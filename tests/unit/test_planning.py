@@ -9,6 +9,8 @@ import pytest
 
 from gitquorum.kube import planning
 from gitquorum.kube.planning import Durable, Kind, Member, Observed
+from gitquorum.replication.reports import ReplicaStatus
+from tests.unit import statuses
 
 pytestmark = pytest.mark.unit
 
@@ -22,17 +24,11 @@ def report(
     state: str = "InSync",
     configured: int | None = 1,
     role: str = "Leader",
-):
+) -> ReplicaStatus:
     # Only the leader's role is read by the planning; followers may keep the default.
-    return {
-        "role": role,
-        "term": term,
-        "position": [term, generation, generation],
-        "eligible": state != "Rebuilding",
-        "state": state,
-        "configuredTerm": configured,
-        "writable": True,
-    }
+    return statuses.status(
+        role=role, term=term, generation=generation, state=state, configuredTerm=configured
+    )
 
 
 def running(name: str, **changes) -> Observed:
@@ -324,12 +320,8 @@ def test_serving_follows_what_the_operator_reaches():
 
 
 def test_diverged_replicas_found_by_checksum_at_same_generation():
-    def at(generation: int, checksum: str, state: str = "InSync") -> dict:
-        return {
-            **report(generation=generation, state=state),
-            "generation": generation,
-            "checksum": checksum,
-        }
+    def at(generation: int, checksum: str, state: str = "InSync") -> ReplicaStatus:
+        return dataclasses.replace(report(generation=generation, state=state), checksum=checksum)
 
     observed = {
         "r-1": running("r-1", report=at(5, "aa")),

@@ -3,6 +3,7 @@ after a switchover, never below a majority in sync; and the revision that decide
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -11,6 +12,8 @@ from gitquorum.kube import manifests, rolling
 from gitquorum.kube.planning import Durable, Member, Observed
 from gitquorum.kube.spec import RepositorySpec
 from gitquorum.replication import decisions, versions
+from gitquorum.replication.reports import ReplicaStatus
+from tests.unit import statuses
 
 pytestmark = pytest.mark.unit
 
@@ -18,16 +21,12 @@ NEW, OLD = "new", "old"
 OWNER = {"metadata": {"name": "repo", "namespace": "ns", "uid": "u-1"}}
 
 
-def report(*, state: str = "InSync", configured: int = 1, protocol: object = None) -> dict:
-    answer: dict = {
-        "term": 1,
-        "role": "Follower",
-        "state": state,
-        "eligible": state != "Rebuilding",
-        "configuredTerm": configured,
-        "protocol": protocol if protocol is not None else versions.describe(),
-    }
-    return answer
+def report(*, state: str = "InSync", configured: int = 1, protocol: object = None) -> ReplicaStatus:
+    return statuses.status(
+        state=state,
+        configuredTerm=configured,
+        protocol=protocol if protocol is not None else versions.describe(),
+    )
 
 
 def replica(name: str, revision: str = NEW, **changes: object) -> Observed:
@@ -175,10 +174,10 @@ def test_revision_is_stamped_on_every_replica_pod():
     )
 
 
-def test_versions_understood_by_old_status_only_for_version_one():
-    assert versions.understood_by({}, 1)
-    assert not versions.understood_by({}, 2)
-    assert versions.understood_by({"protocol": versions.describe()}, versions.CURRENT)
+def test_versions_status_without_protocol_understands_only_version_one():
+    old = dataclasses.replace(statuses.status(), protocol=None)
+    assert old.understands(1) and not old.understands(2)
+    assert statuses.status().understands(versions.CURRENT)
 
 
 @pytest.mark.parametrize("value", ["x", "-1", "1.0", "9999999", ""])

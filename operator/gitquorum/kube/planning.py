@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gitquorum.kube import names
-from gitquorum.replication import decisions, membership
+from gitquorum.replication import decisions, membership, reports
 
 UNREACHABLE = "http://127.0.0.1:1"
 """Address given for a voter with no pod address: nothing listens on port 1, so peers fail
@@ -96,7 +96,7 @@ class Observed:
     """Why the replica waits for a cordoned node (it was evicted by a drain), if it does."""
     revision: str = ""
     """The pod's revision annotation ("" for a pod rendered before revisions existed)."""
-    report: Mapping[str, Any] | None = None
+    report: reports.ReplicaStatus | None = None
     """The replica's /admin/status answer, None when it did not answer."""
     silent: float = 0.0
     """Seconds since the replica last answered (since the operator started, if never)."""
@@ -106,7 +106,7 @@ class Observed:
         if self.node_lost:
             return "Lost"
         if self.report is not None:
-            return str(self.report.get("state") or "Starting")
+            return self.report.state or "Starting"
         if not self.pod or self.phase == "Pending" or self.unschedulable:
             return "Pending"
         return "Starting"
@@ -202,22 +202,21 @@ def _leader_lost(durable: Durable, observed: Mapping[str, Observed], timeout: fl
     return leadership_lost(durable, leader.report)
 
 
-def leadership_lost(durable: Durable, report: Mapping[str, Any]) -> bool:
+def leadership_lost(durable: Durable, answer: reports.ReplicaStatus) -> bool:
     """Whether a leader that answers has stopped leading the status's term: it reports a
     newer term (some message raised it), or it took this term and no longer leads it."""
-    term = report.get("term")
-    if isinstance(term, int) and term > durable.term:
+    if answer.term > durable.term:
         return True
-    return report.get("configuredTerm") == durable.term and report.get("role") != "Leader"
+    return answer.configured_term == durable.term and not answer.leads
 
 
 def _elect(durable: Durable, observed: Mapping[str, Observed]) -> Step:
     reports = [
         decisions.Report(
             replica=item.name,
-            term=int(item.report["term"]),
-            position=decisions.Position(*item.report["position"]),
-            eligible=bool(item.report["eligible"]),
+            term=item.report.term,
+            position=item.report.position,
+            eligible=item.report.eligible,
         )
         for item in observed.values()
         # A replica on its way out (pod deleting, node lost) must not be chosen, even if it
@@ -231,9 +230,7 @@ def _elect(durable: Durable, observed: Mapping[str, Observed]) -> Step:
     return Step(
         Kind.ELECT,
         f"term {election.term}: {election.leader} leads{previous}: {election.reason}",
-        dataclasses.replace(
-            durable, term=election.term, leader=election.leader, handed_off=None
-        ),
+        dataclasses.replace(durable, term=election.term, leader=election.leader, handed_off=None),
     )
 
 
@@ -327,7 +324,7 @@ def _promote(durable: Durable, observed: Mapping[str, Observed], replicas: int) 
         item = observed.get(member.name)
         if member.voter or item is None or not item.in_sync or item.report is None:
             continue
-        if item.report.get("configuredTerm") != durable.term:
+        if item.report.configured_term != durable.term:
             continue
         promoted = tuple(
             Member(m.name, True) if m.name == member.name else m for m in durable.members
@@ -374,14 +371,14 @@ def diverged(durable: Durable, observed: Mapping[str, Observed]) -> list[str]:
     leader = observed.get(durable.leader or "")
     if leader is None or leader.report is None:
         return []
-    generation, checksum = leader.report.get("generation"), leader.report.get("checksum")
+    generation, checksum = leader.report.generation, leader.report.checksum
     found = []
     for item in observed.values():
         if item.report is None or item.name == durable.leader:
             continue
-        same_generation = item.report.get("generation") == generation
-        if item.report.get("state") == "Diverged" or (
-            same_generation and item.report.get("checksum") != checksum
+        same_generation = item.report.generation == generation
+        if item.report.state == "Diverged" or (
+            same_generation and item.report.checksum != checksum
         ):
             found.append(item.name)
     return sorted(found)

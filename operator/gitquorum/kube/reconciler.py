@@ -20,7 +20,7 @@ from typing import Any
 from gitquorum.kube import api, manifests, names, planning, rolling, status, switching
 from gitquorum.kube.metrics import OperatorMetrics
 from gitquorum.kube.spec import WAIT_FOREVER, RepositorySpec
-from gitquorum.replication import peerclient
+from gitquorum.replication import peerclient, reports
 from gitquorum.server import auth, passwords
 
 log = logging.getLogger(__name__)
@@ -608,11 +608,11 @@ class Reconciler:
 
     async def _report(
         self, item: planning.Observed, memory: _Repository
-    ) -> Mapping[str, Any] | None:
+    ) -> reports.ReplicaStatus | None:
         if item.ip is None or item.node_lost or memory.peers is None:
             return None
         try:
-            answer: Mapping[str, Any] = await memory.peers.call(
+            answer = await memory.peers.call(
                 f"http://{item.ip}:{names.PEER_PORT}",
                 "/admin/status",
                 timeout=self.settings.status_timeout,
@@ -620,7 +620,12 @@ class Reconciler:
         except peerclient.PeerError as error:
             log.debug("replica %s did not answer: %s", item.name, error)
             return None
-        return answer
+        try:
+            return reports.ReplicaStatus.from_json(answer)
+        except ValueError as error:
+            # Decisions rest on these fields: an answer without them counts as none.
+            log.warning("replica %s answered a malformed status: %s", item.name, error)
+            return None
 
     # -- acting ---------------------------------------------------------------------------------
 
@@ -636,7 +641,7 @@ class Reconciler:
             for item in observed.values()
             if item.report is not None
             and item.name in durable.member_names
-            and item.report.get("configuration") != wanted
+            and item.report.configuration != wanted
         ]
         # The leader first: followers told of a new term before it can lead would only
         # forward pushes to a leader that refuses them.

@@ -123,9 +123,9 @@ def _blocker(
             return f"replica {member.name} is being replaced"
         if not item.in_sync or item.report is None:
             return f"replica {member.name} is {item.state}, not in sync"
-        if item.report.get("configuredTerm") != durable.term:
+        if item.report.configured_term != durable.term:
             return f"replica {member.name} has not taken term {durable.term} yet"
-        if not versions.understood_by(item.report, versions.CURRENT):
+        if not item.report.understands(versions.CURRENT):
             return (
                 f"replica {member.name} does not accept protocol version {versions.CURRENT} "
                 "that the new replicas speak: update through a release that does first"
@@ -155,7 +155,7 @@ def switchover_target(
             continue
         if not item.in_sync or item.deleting or item.report is None:
             continue
-        if item.report.get("configuredTerm") != durable.term or not item.report.get("eligible"):
+        if item.report.configured_term != durable.term or not item.report.eligible:
             continue
         candidates.append(item)
     if wanted is not None:

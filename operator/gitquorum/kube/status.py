@@ -32,19 +32,18 @@ def derive(
     members = []
     for member in durable.members:
         item = observed.get(member.name) or planning.Observed(member.name)
-        report = item.report or {}
         entry: dict[str, Any] = {
             "name": member.name,
             "pod": member.name if item.pod else "",
             "node": item.node or "",
             "pvc": member.name if item.claim else "",
-            "role": str(report.get("role", "")),
+            "role": "" if item.report is None else item.report.role,
             "state": item.state,
             "voter": member.voter,
         }
         if item.report is not None:
-            entry["generation"] = int(report.get("generation", 0))
-            entry["checksum"] = str(report.get("checksum", ""))
+            entry["generation"] = item.report.generation
+            entry["checksum"] = item.report.checksum
         if item.pod:
             entry["revision"] = item.revision
         if item.cordoned:
@@ -65,8 +64,8 @@ def derive(
         **revisions(durable, observed, revision),
     }
     if leader_report is not None:
-        status["generation"] = int(leader_report.get("generation", 0))
-        status["checksum"] = str(leader_report.get("checksum", ""))
+        status["generation"] = leader_report.generation
+        status["checksum"] = leader_report.checksum
     status["conditions"] = merge_conditions(
         (body.get("status") or {}).get("conditions") or [],
         [
@@ -125,7 +124,7 @@ def conditions(
     in_sync = [m.name for m in durable.members if _ready(observed.get(m.name))]
     needed = decisions.quorum(replicas)
     leader = observed.get(durable.leader or "")
-    writable = leader is not None and bool((leader.report or {}).get("writable"))
+    writable = leader is not None and leader.report is not None and leader.report.writable
     if durable.term == 0 or leader is None:
         ready = (False, "NoLeader", blocked or "no leader has been chosen yet")
     elif not writable:

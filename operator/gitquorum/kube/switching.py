@@ -68,7 +68,7 @@ async def hand_off(
             f"the leader handed off at {handed.get('generation')}",
         )
     terms = [durable.term, int(now.get("term") or 0), int(handed.get("term") or 0)]
-    terms += [int(item.report.get("term") or 0) for item in observed.values() if item.report]
+    terms += [item.report.term for item in observed.values() if item.report is not None]
     term = max(terms) + 1
     how = "after a hand-off" if handed else "without a hand-off (the leader cannot do one)"
     return Outcome(

@@ -24,10 +24,12 @@ from typing import Any
 from gitquorum import errors
 from gitquorum.replication import (
     catchup,
+    decisions,
     following,
     leading,
     membership,
     peerclient,
+    reports,
     store,
     versions,
 )
@@ -155,9 +157,7 @@ class Replica:
             if configuration.term != state.term or self.configuration is None:
                 self._transition_until = time.monotonic() + self.timing.handoff
             await self.store.observe_term(configuration.term, configuration.leader)
-            same_term = (
-                self.leadership is not None and self.leadership.term == configuration.term
-            )
+            same_term = self.leadership is not None and self.leadership.term == configuration.term
             self.configuration = configuration
             if configuration.leader == self.id:
                 if not same_term:
@@ -220,6 +220,10 @@ class Replica:
     # -- status ---------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        return self.report().to_json()
+
+    def report(self) -> reports.ReplicaStatus:
+        """What the controller decides on (``GET /admin/status``)."""
         state = self.store.state
         prepared = state.prepared
         leader_applied = self.following.leader_applied
@@ -228,34 +232,33 @@ class Replica:
             if self.leadership is not None or leader_applied is None
             else max(0, leader_applied.generation - state.generation)
         )
-        status: dict[str, Any] = {
-            "replica": self.id,
-            "role": self.role.value,
-            "term": state.term,
-            "leader": state.leader,
-            "configuredTerm": None if self.configuration is None else self.configuration.term,
-            # The whole configuration, so that a controller can tell a stale one from its own.
-            "configuration": None if self.configuration is None else self.configuration.to_json(),
-            "generation": state.generation,
-            "checksum": self.store.checksum,
-            "transaction": state.last_transaction,
-            "position": [state.position.term, state.position.generation, state.position.seq],
-            "prepared": None
+        return reports.ReplicaStatus(
+            replica=self.id,
+            role=self.role.value,
+            term=state.term,
+            leader=state.leader,
+            configured_term=None if self.configuration is None else self.configuration.term,
+            configuration=None if self.configuration is None else self.configuration.to_json(),
+            generation=state.generation,
+            checksum=self.store.checksum,
+            transaction=state.last_transaction,
+            position=decisions.Position(
+                state.position.term, state.position.generation, state.position.seq
+            ),
+            prepared=None
             if prepared is None
             else {"id": prepared.id, "generation": prepared.generation, "term": prepared.term},
-            "eligible": not state.rebuilding,
-            "readable": self.readable,
-            "writable": self.writable,
-            "inTransition": self.in_transition,
-            "protocol": versions.describe(),
-            "state": self._sync_state(),
-            "lag": lag,
-            "copy": vars(self.copier.progress) | {"active": self.following.copying},
-            "refs": len(self.store.refs),
-        }
-        if self.leadership is not None:
-            status["leading"] = self.leadership.describe()
-        return status
+            eligible=not state.rebuilding,
+            readable=self.readable,
+            writable=self.writable,
+            in_transition=self.in_transition,
+            state=self._sync_state(),
+            lag=lag,
+            copy=vars(self.copier.progress) | {"active": self.following.copying},
+            refs=len(self.store.refs),
+            protocol=reports.Protocol(**versions.describe()),
+            leading=None if self.leadership is None else self.leadership.describe(),
+        )
 
     def _sync_state(self) -> str:
         if self.store.state.rebuilding or self.following.copying:

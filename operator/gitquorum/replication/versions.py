@@ -9,9 +9,6 @@ comes from a release before versions existed, which spoke version 1. The golden 
 ``tests/unit/golden/`` pin the format of each version: a change to it shows in review.
 """
 
-from collections.abc import Mapping
-from typing import Any
-
 HEADER = "Gitquorum-Protocol"
 CURRENT = 1
 """The version this release speaks."""
@@ -37,14 +34,3 @@ def parse(value: str | None) -> int:
 def describe() -> dict[str, int]:
     """What a replica reports: the version it speaks and the range it accepts."""
     return {"speaks": CURRENT, "oldest": OLDEST_ACCEPTED, "newest": CURRENT}
-
-
-def understood_by(status: Mapping[str, Any], version: int) -> bool:
-    """Whether a replica reporting ``status`` accepts messages of ``version``."""
-    reported = status.get("protocol")
-    if not isinstance(reported, Mapping):
-        return version == UNVERSIONED
-    oldest, newest = reported.get("oldest"), reported.get("newest")
-    if not isinstance(oldest, int) or not isinstance(newest, int):
-        return False
-    return oldest <= version <= newest
