@@ -7,7 +7,9 @@ caller should do, not which module raised it:
 - :class:`ConfigError`: the operator of the server gave us something unusable (a settings
   value, an auth file); fatal at startup, logged and ignored on a later reload.
 - :class:`RequestError` and its subclasses: the client asked for something it may not have or
-  that does not exist; the HTTP layer maps each to a status code.
+  that does not exist; the HTTP layer maps each to a status code. :class:`MalformedMessage`
+  is the replication and admin ports' kind of :class:`BadRequest`: refused before any state
+  changes.
 - :class:`ProtocolError`: the client spoke the git protocol wrongly; answered inside the git
   protocol (an ``ERR`` packet) so that git prints it.
 - :class:`Unavailable`: the server cannot take the request now (busy, shutting down); the
@@ -36,6 +38,11 @@ class RequestError(GitquorumError):
 
 class BadRequest(RequestError):
     """The request is malformed at the HTTP level (query, headers, encoding)."""
+
+
+class MalformedMessage(BadRequest):
+    """A replication or admin message that does not parse: not JSON, nested too deeply, a field
+    missing, of the wrong type or out of range. Nothing of it has been acted on."""
 
 
 class UnsupportedMediaType(RequestError):

@@ -41,7 +41,7 @@ def _send(replicas: Replicas, replica: str, path: str, body: bytes) -> tuple[int
     request = urllib.request.Request(
         f"http://127.0.0.1:{replicas.ports[replica][1]}{path}",
         data=body,
-        method="PUT" if path.startswith("/admin/") else "POST",
+        method="PUT" if path == "/admin/configuration" else "POST",
         headers={"Authorization": f"Bearer {replicas.token}", "Content-Type": "application/json"},
     )
     try:
@@ -95,6 +95,11 @@ MALFORMED = [
     ("/admin/configuration", _nested(20)),
     ("/admin/configuration", json.dumps({"term": 50, "leader": "r0", "members": "r0"}).encode()),
     ("/admin/configuration", json.dumps({"term": True, "leader": "r0", "members": []}).encode()),
+    ("/replication/git/git-upload-pack", b"zzzz"),
+    ("/replication/git/git-upload-pack", b"0032want " + b"1" * 40 + b"\n"),
+    ("/admin/handoff", _nested(100_000)),
+    ("/admin/handoff", json.dumps({"term": True, "to": "r1", "timeout": 1}).encode()),
+    ("/admin/handoff", json.dumps({"term": 1, "to": "r1", "timeout": True}).encode()),
 ]
 
 

@@ -122,3 +122,38 @@ def test_rejection_with_sideband_is_wrapped_in_band_one() -> None:
     assert packets[0].payload[:1] == b"\x01"
     inner = pktline.decode(packets[0].payload[1:])
     assert inner[1].line == b"ng refs/heads/a no"
+
+
+PACK_DATA = b"PACK\x00\x00\x00\x02" + bytes(range(256)) * 300 + b"ERR \x03"
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        pytest.param(pktline.error("upload-pack: not our ref " + "1" * 40), id="err"),
+        pytest.param(WANT + pktline.error("boom"), id="err-after-packets"),
+        pytest.param(reporting.sideband(1, PACK_DATA) + reporting.sideband(3, b"x\n"), id="band3"),
+        pytest.param(reporting.fatal("boom", sideband_enabled=True), id="band3-flush"),
+        pytest.param(pktline.error("ends in 0000") + pktline.FLUSH, id="err-flush"),
+        pytest.param(pktline.encode(b"ERR ends in 0000"), id="err-ending-like-a-flush"),
+    ],
+)
+def test_ends_with_error_finds_gits_error_packet_at_the_end(output: bytes) -> None:
+    assert reporting.ends_with_error(output)
+    assert reporting.ends_with_error(PACK_DATA * 3 + output)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(pktline.error("boom") + WANT, id="err-then-more"),
+        pytest.param(pktline.error("boom")[:-1], id="err-truncated"),
+        pytest.param(PACK_DATA, id="pack-data-holding-the-markers"),
+        pytest.param(reporting.sideband(1, PACK_DATA), id="band1"),
+        pytest.param(reporting.sideband(2, b"progress\n"), id="band2"),
+        pytest.param(b"0009ERR x" + b"ERR ", id="a-marker-without-its-header"),
+    ],
+)
+def test_ends_with_error_refuses_output_that_ends_otherwise(output: bytes) -> None:
+    assert not reporting.ends_with_error(output)

@@ -100,16 +100,18 @@ def test_pack_files_lists_index_last(tmp_path: pathlib.Path) -> None:
     ]
 
 
+MEMBER = {"id": "r0", "url": "http://127.0.0.1:1", "peer_url": "http://127.0.0.1:2"}
+
+
 def test_rejects_configuration_without_its_leader() -> None:
-    data = {"term": 1, "leader": "r9", "members": [{"id": "r0", "url": "u", "peer_url": "p"}]}
-    with pytest.raises(errors.BadRequest):
+    data = {"term": 1, "leader": "r9", "members": [MEMBER]}
+    with pytest.raises(errors.BadRequest, match="not a member"):
         membership.Configuration.from_json(data)
 
 
 def test_rejects_configuration_naming_a_replica_twice() -> None:
-    member = {"id": "r0", "url": "u", "peer_url": "p"}
-    with pytest.raises(errors.BadRequest):
-        membership.Configuration.from_json({"term": 1, "leader": "r0", "members": [member] * 2})
+    with pytest.raises(errors.BadRequest, match="twice"):
+        membership.Configuration.from_json({"term": 1, "leader": "r0", "members": [MEMBER] * 2})
 
 
 def _run_hook(hook: pathlib.Path, env: dict[str, str]) -> "subprocess.Popen[str]":

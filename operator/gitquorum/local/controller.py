@@ -7,9 +7,11 @@ with its own data directory under ``DIR/replicas/<id>``, makes the first one lea
 
 - a replica whose process ended is restarted after ``restart_delay`` (same data: it catches
   up from the leader by itself), and told the current configuration once it answers;
-- when the leader's process ended, or the leader did not answer for ``leader_timeout``, the
-  controller asks every replica for its state, chooses the next leader with
-  ``decisions.choose_leader`` (a majority must answer) and gives every replica the new term;
+- when the leader's process ended, the leader did not answer for ``leader_timeout``, or it
+  answers but does not lead the controller's term (it reports a newer term, at once, or
+  another role for ``leader_timeout``: a peer's message deposed it), the controller asks
+  every replica for its state, chooses the next leader with ``decisions.choose_leader`` (a
+  majority must answer) and gives every replica the new term, above every term reported;
 - a replica that reports an older term than the current one is told the configuration again
   (a restarted replica, or one cut off while the term changed).
 
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 USER = "gitquorum"
 REPLICA_PORTS = (20000, 32000)
 LOOPBACK = "127.0.0.1"
+LEADER_ROLE = "Leader"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +108,8 @@ class Controller:
         self.leader = "r0"
         self.stopped: set[str] = set()
         self.reason = ""
+        self._not_leading_since: float | None = None
+        """When the leader, answering, first reported that it does not lead ``term``."""
         self._peers = peerclient.Peers(token=self.token, timeout=1.0)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -217,8 +222,9 @@ class Controller:
                 replica.stopped_at = 0.0
                 self._start(replica)
         await asyncio.gather(*(self._look(replica) for replica in self.replicas.values()))
-        if self._leader_lost(now):
-            await self._elect()
+        lost = self._leader_lost(now)
+        if lost is not None:
+            await self._elect(lost)
         await asyncio.gather(
             *(self._inform(replica) for replica in self.replicas.values() if replica.alive)
         )
@@ -233,18 +239,44 @@ class Controller:
         except peerclient.PeerError:
             replica.status = {}
 
-    def _leader_lost(self, now: float) -> bool:
+    def _leader_lost(self, now: float) -> str | None:
+        """Why the leader must be replaced, or None while it leads (or may yet)."""
         leader = self.replicas[self.leader]
         if not leader.alive and leader.stopped_at:
-            return True
-        silent = (
+            return "its process ended"
+        if (
             leader.alive
             and leader.last_answer
             and (now - leader.last_answer > self.options.leader_timeout)
-        )
-        return bool(silent)
+        ):
+            return f"silent for {now - leader.last_answer:.1f} s"
+        return self._not_leading(leader.status, now)
 
-    async def _elect(self) -> None:
+    def _not_leading(self, status: dict[str, Any], now: float) -> str | None:
+        """Why a leader that answers does not lead the controller's term, or None.
+
+        A term above the controller's means a newer term deposed it: it will not lead this
+        one again (the configuration would be refused as outdated), so that is reason enough
+        at once. Another role is tolerated for ``leader_timeout``: a leader being told the
+        configuration reports Follower until it has taken it.
+        """
+        if not status:
+            return None
+        term, role = status.get("term"), status.get("role")
+        if isinstance(term, int) and term > self.term:
+            return f"it reports term {term}, above the controller's {self.term}"
+        if role == LEADER_ROLE and term == self.term:
+            self._not_leading_since = None
+            return None
+        if self._not_leading_since is None:
+            self._not_leading_since = now
+        if now - self._not_leading_since <= self.options.leader_timeout:
+            return None
+        return f"it reports role {role} in term {term} instead of leading term {self.term}"
+
+    async def _elect(self, why: str) -> None:
+        # Every replica that answered counts, the deposed leader too: its term must be
+        # exceeded, and it may well hold the newest state.
         reports = [
             decisions.Report(
                 replica=replica.id,
@@ -253,25 +285,32 @@ class Controller:
                 eligible=bool(replica.status["eligible"]),
             )
             for replica in self.replicas.values()
-            if replica.status and replica.id != self.leader
+            if replica.status
         ]
         election = decisions.choose_leader(
             reports, voters=frozenset(self.replicas), current_term=self.term
         )
         if election.leader is None:
             if self.reason != election.reason:
-                log.warning("no leader can be chosen: %s", election.reason)
+                log.warning(
+                    "leader %s lost (%s); no leader can be chosen: %s",
+                    self.leader,
+                    why,
+                    election.reason,
+                )
             self.reason = election.reason
             return
         log.warning(
-            "leader %s lost; term %s: %s leads (%s)",
+            "leader %s lost (%s); term %s: %s leads (%s)",
             self.leader,
+            why,
             election.term,
             election.leader,
             election.reason,
         )
         self.term, self.leader, self.reason = election.term, election.leader, election.reason
         self.replicas[self.leader].last_answer = time.monotonic()
+        self._not_leading_since = None
 
     async def _inform(self, replica: Process) -> None:
         status = replica.status

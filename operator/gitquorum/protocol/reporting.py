@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from dulwich import protocol as dulwich_protocol
 
+from gitquorum import errors
 from gitquorum.protocol import pktline, refupdates
 
 # Side-band payloads carry one byte of band number inside the packet.
@@ -44,6 +45,37 @@ def rejection(commands: refupdates.PushCommands, reason: str) -> bytes:
     if not commands.sideband:
         return report
     return sideband(dulwich_protocol.SIDE_BAND_CHANNEL_DATA, report) + pktline.FLUSH
+
+
+def ends_with_error(output: bytes) -> bool:
+    """Whether ``output`` ends with an error reported in the protocol: an ``ERR`` packet or a
+    side-band 3 message, perhaps followed by a flush.
+
+    git writes one of these before it exits with an error (``not our ref``, a corrupt
+    repository): the client has all it needs, and the response can end cleanly. Only the end
+    is looked at (at least ``pktline.MAX_PACKET_SIZE`` bytes are enough), so the error is
+    recognised by a header that announces exactly the bytes up to the end.
+    """
+    endings = [output]
+    if output.endswith(pktline.FLUSH):
+        endings.append(output[: -len(pktline.FLUSH)])
+    markers = (pktline.ERR_PREFIX, bytes([dulwich_protocol.SIDE_BAND_CHANNEL_FATAL]))
+    return any(_ends_with_packet(ending, marker) for ending in endings for marker in markers)
+
+
+def _ends_with_packet(output: bytes, marker: bytes) -> bool:
+    """Whether ``output`` ends with one whole packet whose payload starts with ``marker``."""
+    window = output[-pktline.MAX_PACKET_SIZE :]
+    end = len(window)
+    while (found := window.rfind(marker, 0, end)) >= pktline.LENGTH_SIZE:
+        start = found - pktline.LENGTH_SIZE
+        try:
+            if pktline.parse_length(window[start:found]) == len(window) - start:
+                return True
+        except errors.ProtocolError:
+            pass  # not a header: pack data that happens to hold the marker
+        end = found + len(marker) - 1
+    return False
 
 
 def _packets(lines: Iterable[bytes]) -> bytes:

@@ -5,7 +5,8 @@ A follower answers the leader's messages in the order of its own log: a transact
 stored only if it is the next generation, applied only if it is the one stored. Anything
 else means the follower missed something, and it copies the leader's state (``catchup``)
 rather than guess. It obeys only the newest term it has seen (``store.observe_term``), so a
-deposed leader cannot change it.
+deposed leader cannot change it. Each message is parsed whole (``messages``) before its term
+counts: one that does not parse is refused (400) and changes nothing, not even the term.
 
 Reads: the follower asks the leader for a lease at every heartbeat interval, and serves
 reads only until ``sent + follower_lease``, measured from when it asked, which is before the
@@ -19,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from gitquorum import errors
@@ -28,6 +29,7 @@ from gitquorum.replication import (
     decisions,
     leading,
     membership,
+    messages,
     peerclient,
     store,
     transactions,
@@ -100,25 +102,30 @@ class Following:
 
     # -- messages from the leader ---------------------------------------------------------------
 
-    async def _accept_term(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        """None if the message's term is current; otherwise the refusal to send back."""
-        term = int(message["term"])
-        if term < self._store.state.term:
+    async def _accept_term(self, term: int, leader: str | None) -> dict[str, Any] | None:
+        """None if the term of a parsed message is current (adopting it if newer); otherwise
+        the refusal to send back."""
+        if leader == self.replica:
+            # Nobody sends itself a leader's message: a forged or misrouted one, not a term.
+            raise errors.MalformedMessage(f"a leader's message naming this replica ({leader})")
+        state = self._store.state
+        if term < state.term:
             return self._answer(ok=False, reason=f"term {term} is stale")
-        leader = message.get("leader")
-        if term > self._store.state.term or (
-            leader is not None and leader != self._store.state.leader
-        ):
+        if term == state.term and leader is not None and state.leader not in (None, leader):
+            # One leader per term (the controller names it): a second one is no news to obey.
+            return self._answer(ok=False, reason=f"term {term} is led by {state.leader}")
+        if term > state.term or (leader is not None and state.leader is None):
             await self._on_newer_term(term, leader)
         return None
 
-    async def heartbeat(self, message: dict[str, Any]) -> dict[str, Any]:
-        refusal = await self._accept_term(message)
+    async def heartbeat(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        heartbeat = messages.Heartbeat.parse(message)
+        refusal = await self._accept_term(heartbeat.term, heartbeat.leader)
         if refusal is not None:
             return refusal
-        leader = decisions.Applied.from_message(message)
+        leader = heartbeat.applied
         self.leader_applied = leader
-        if not message.get("settled", False):
+        if not heartbeat.settled:
             return self._answer(ok=True)
         async with self.lock:
             await self._reconcile(leader)
@@ -151,11 +158,14 @@ class Following:
         if sync in (decisions.Sync.BEHIND, decisions.Sync.DIVERGED):
             self._start_copy()
 
-    async def prepare(self, message: dict[str, Any], files: AsyncIterator[bytes]) -> dict[str, Any]:
-        refusal = await self._accept_term(message)
+    async def prepare(
+        self, message: Mapping[str, Any], files: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        prepare = messages.Prepare.parse(message)
+        refusal = await self._accept_term(prepare.term, prepare.leader)
         if refusal is not None:
             return refusal
-        transaction = transactions.Transaction.from_json(message["transaction"])
+        transaction = prepare.transaction
         refusal = self._refuse_prepare(transaction)
         if refusal is not None:
             return refusal
@@ -182,11 +192,12 @@ class Following:
             return self._answer(ok=False, reason=f"holds the newer {held.position}")
         return None
 
-    async def commit(self, message: dict[str, Any]) -> dict[str, Any]:
-        refusal = await self._accept_term(message)
+    async def commit(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        commit = messages.Commit.parse(message)
+        refusal = await self._accept_term(commit.term, None)
         if refusal is not None:
             return refusal
-        transaction_id = str(message["transaction"])
+        transaction_id = commit.transaction
         async with self.lock:
             state = self._store.state
             if state.last_transaction == transaction_id:
@@ -199,12 +210,13 @@ class Following:
                 return self._answer(ok=False, reason="transaction does not apply here")
         return self._answer(ok=True)
 
-    async def abort(self, message: dict[str, Any]) -> dict[str, Any]:
-        refusal = await self._accept_term(message)
+    async def abort(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        abort = messages.Abort.parse(message)
+        refusal = await self._accept_term(abort.term, None)
         if refusal is not None:
             return refusal
         async with self.lock:
-            await self._store.drop_prepared(str(message["transaction"]))
+            await self._store.drop_prepared(abort.transaction)
         return self._answer(ok=True)
 
     async def _apply(self, transaction: transactions.Transaction) -> bool:

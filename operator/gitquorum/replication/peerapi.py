@@ -10,21 +10,24 @@ Routes (every one but ``/healthz`` needs a bearer token):
   (``replica``), with the admin token.
 
 A prepare's body is a 4-byte big-endian length, that many bytes of JSON, then the
-transaction's pack files back to back. Answers are JSON; a refused message is answered 200
-with ``ok: false`` and the reason, so the sender learns this replica's term and generation.
+transaction's pack files back to back. Every message is parsed whole (``messages``,
+``membership``) before anything acts on it: one that does not parse is answered 400 and
+changes nothing, not even the term. Answers are JSON; a well-formed message that is refused
+is answered 200 with ``ok: false`` and the reason, so the sender learns this replica's term
+and generation.
 """
 
+import asyncio
 import hmac
-import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from gitquorum import errors
 from gitquorum.protocol import smarthttp
-from gitquorum.replication import decisions, membership, replica, versions
+from gitquorum.replication import membership, messages, replica, versions
 from gitquorum.server import bodies, clients, repositories, services, writepath
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 # A prepare's JSON header holds the ref updates of one push; this bounds what a peer can
 # make us hold in memory before the files start.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+PREPARE_LENGTH_BYTES = 4
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # A copy's fetch negotiation lists wanted and present objects.
 MAX_NEGOTIATION_BYTES = 256 * 1024 * 1024
@@ -41,7 +45,7 @@ MAX_HANDOFF_SECONDS = 30.0
 # A peer that stops sending in the middle of a message is cut off or gone: give up soon.
 PEER_IDLE_SECONDS = 10.0
 
-JsonHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+JsonHandler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class PeerApi:
@@ -111,7 +115,14 @@ class PeerApi:
             return _error(401, str(error))
         except errors.Conflict as error:
             return _error(409, str(error))
-        except (errors.BadRequest, errors.ReplicationError, KeyError, TypeError, ValueError) as e:
+        except (
+            errors.RequestError,
+            errors.ProtocolError,
+            errors.ReplicationError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as e:
             log.warning("refused %s %s: %s", request.method, request.path, e)
             return _error(400, f"malformed message: {e}")
         except errors.Unavailable as error:
@@ -121,28 +132,33 @@ class PeerApi:
 
     def _json(self, handler: JsonHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def answer(request: web.Request) -> web.Response:
-            message = await request.json()
-            if not isinstance(message, dict):
-                raise errors.BadRequest("a message is a JSON object")
+            message = messages.decode(await request.read())
             return web.json_response(await handler(message))
 
         return answer
 
     async def _prepare(self, request: web.Request) -> web.Response:
-        length = int.from_bytes(await request.content.readexactly(4), "big")
-        if length > MAX_HEADER_BYTES:
-            raise errors.BadRequest(f"prepare header of {length} bytes")
-        message = json.loads(await request.content.readexactly(length))
+        try:
+            length = int.from_bytes(await request.content.readexactly(PREPARE_LENGTH_BYTES), "big")
+            if length > MAX_HEADER_BYTES:
+                raise errors.MalformedMessage(f"prepare header of {length} bytes")
+            header = await request.content.readexactly(length)
+        except asyncio.IncompleteReadError as error:
+            raise errors.MalformedMessage(
+                f"prepare body ends early ({len(error.partial)} of {error.expected} bytes): "
+                "a prepare is a 4-byte length, a JSON header, then pack files"
+            ) from error
+        message = messages.decode(header, limit=MAX_HEADER_BYTES)
         files = bodies.chunks(request.content.readany, idle_timeout=PEER_IDLE_SECONDS)
         return web.json_response(await self._replica.following.prepare(message, files))
 
-    async def _lease(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def _lease(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        lease = messages.LeaseRequest.parse(message)
         leadership = self._replica.leadership
         term = self._replica.store.state.term
-        if leadership is None or int(message["term"]) != term:
+        if leadership is None or lease.term != term:
             return {"granted": False, "term": term}
-        applied = decisions.Applied.from_message(message)
-        return {"granted": leadership.grant_lease(str(message["replica"]), applied), "term": term}
+        return {"granted": leadership.grant_lease(lease.replica, lease.applied), "term": term}
 
     async def _snapshot(self, request: web.Request) -> web.Response:
         # Read without an await in between: generation, refs and checksum change together
@@ -191,19 +207,21 @@ class PeerApi:
         return web.json_response(self._replica.status())
 
     async def _configure(self, request: web.Request) -> web.Response:
-        configuration = membership.Configuration.from_json(await request.json())
+        configuration = membership.Configuration.from_json(messages.decode(await request.read()))
         await self._replica.configure(configuration)
         return web.json_response(self._replica.status())
 
     async def _handoff(self, request: web.Request) -> web.Response:
-        message = await request.json()
-        if not isinstance(message, dict):
-            raise errors.BadRequest("a hand-off is a JSON object")
-        term, successor, timeout = message.get("term"), message.get("to"), message.get("timeout")
-        if not isinstance(term, int) or not isinstance(successor, str):
-            raise errors.BadRequest("a hand-off names the term (integer) and the successor (to)")
+        message = messages.decode(await request.read())
+        term = messages.integer(messages.field(message, "term"), "term", minimum=1)
+        successor = messages.replica_id(messages.field(message, "to"), "to")
+        timeout = message.get("timeout")
         # Bounded: the controller's pass waits for the answer.
-        if not isinstance(timeout, int | float) or not 0 < timeout <= MAX_HANDOFF_SECONDS:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= MAX_HANDOFF_SECONDS
+        ):
             raise errors.BadRequest(f"timeout must be in (0, {MAX_HANDOFF_SECONDS}] seconds")
         answer = await self._replica.hand_off(term=term, successor=successor, timeout=timeout)
         return web.json_response(answer)

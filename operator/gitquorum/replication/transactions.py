@@ -37,6 +37,15 @@ _INSTALL_ORDER = {"pack": 0, "rev": 1, "idx": 2}
 # before; the bound keeps a peer's message from making us hold an unbounded list.
 MAX_UPDATES = 100_000
 
+# A push brings one pack with its index and reverse index; the bound keeps a peer's message
+# from listing files without end.
+MAX_FILES = 1_000
+
+# Terms, generations, sequence numbers and sizes count up from zero. A value that does not fit
+# a signed 64-bit integer is no real state (nor could the operator's status, int64, hold it):
+# it is refused, never stored.
+MAX_INTEGER = 2**63 - 1
+
 
 @dataclasses.dataclass(frozen=True)
 class Change:
@@ -96,6 +105,9 @@ class Transaction:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Transaction":
         """Parses a transaction from a peer or the state file, refusing anything unexpected."""
+        if not isinstance(data, Mapping):
+            kind = type(data).__name__
+            raise errors.ReplicationError(f"a transaction is an object, not a {kind}")
         try:
             changes = data["changes"]
             if not isinstance(changes, list) or len(changes) > MAX_UPDATES:
@@ -107,22 +119,38 @@ class Transaction:
                 seq=_natural(data["seq"], "seq"),
                 changes=tuple(_change(item) for item in changes),
                 head=_head(data.get("head")),
-                files=tuple(_pack_file(item) for item in data.get("files", [])),
+                files=tuple(_pack_file(item) for item in _bounded_list(data.get("files", []))),
             )
-        except (KeyError, TypeError, ValueError) as error:
-            raise errors.ReplicationError(f"malformed transaction: {error!r}") from error
+        except KeyError as error:
+            raise errors.ReplicationError(f"malformed transaction: no field {error}") from error
+        except (TypeError, ValueError) as error:
+            raise errors.ReplicationError(f"malformed transaction: {error}") from error
         return transaction
 
 
 def _natural(value: object, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise errors.ReplicationError(f"{what} must be a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INTEGER:
+        raise errors.ReplicationError(f"{what} must be an integer from 0 to {MAX_INTEGER}")
     return value
 
 
 def _matching(pattern: re.Pattern[str], value: object, what: str) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise errors.ReplicationError(f"malformed {what}: {str(value)[:80]!r}")
+    if not isinstance(value, str):
+        # Named by its type only: a peer's nested value is never rendered into a message.
+        raise errors.ReplicationError(f"malformed {what}: a {type(value).__name__}")
+    if not pattern.fullmatch(value):
+        raise errors.ReplicationError(f"malformed {what}: {value[:80]!r}")
+    return value
+
+
+def check_id(value: object) -> str:
+    """A transaction id from a peer: 32 lowercase hexadecimal digits."""
+    return _matching(_TRANSACTION_ID, value, "transaction id")
+
+
+def _bounded_list(value: object) -> list[object]:
+    if not isinstance(value, list) or len(value) > MAX_FILES:
+        raise errors.ReplicationError("transaction files must be a bounded list")
     return value
 
 
@@ -150,8 +178,10 @@ def _pack_file(item: object) -> PackFile:
 
 def check_ref_name(value: object) -> str:
     """A ref name from a peer, checked as git would before it reaches ``git update-ref``."""
-    if not isinstance(value, str) or not value.startswith("refs/") or " " in value:
-        raise errors.ReplicationError(f"malformed ref name: {str(value)[:80]!r}")
+    if not isinstance(value, str):
+        raise errors.ReplicationError(f"malformed ref name: a {type(value).__name__}")
+    if not value.startswith("refs/") or " " in value:
+        raise errors.ReplicationError(f"malformed ref name: {value[:80]!r}")
     if not dulwich_refs.check_ref_format(dulwich_refs.Ref(value.encode())):
         raise errors.ReplicationError(f"malformed ref name: {value[:80]!r}")
     return value

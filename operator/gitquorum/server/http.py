@@ -8,8 +8,12 @@ This is the only module that knows aiohttp. Routes follow git's smart HTTP trans
     GET  /healthz, /readyz, /metrics
 
 Responses stream: the first chunk of git's output is awaited before the status line is sent,
-so a git that fails at once still gets a proper error answer; after that, a failure can only
-cut the connection, which git clients report as a failed transfer. Errors the client caused
+so a git that fails at once still gets a proper error answer. A git that fails later has
+usually said so in the protocol first (an ``ERR`` packet, a side-band 3 message: ``not our
+ref`` for an object the repository lacks): then the response ends cleanly, and the client
+prints git's message alone. Any other failure after the first byte (git killed or crashed
+mid-pack, the request's time limit, the request body failing under a push) can only cut the
+connection, which git clients report as a failed transfer. Errors the client caused
 become HTTP statuses (401 with ``WWW-Authenticate``, 403, 404, 413, ...) with a one-line text
 body that git prints as ``remote:``; protocol errors inside a git exchange are answered in
 the protocol (an ``ERR`` packet) so git prints them as ``remote error:``. Nothing else about
@@ -17,6 +21,7 @@ a failure leaves the server: details and stack traces go to the log.
 """
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import time
@@ -163,6 +168,8 @@ class Server:
             client = await self._client(request, service)
             repository = await self._repository(request, service)
             body = await bodies.read_all(self._body(request, self.limits.max_negotiation_bytes))
+            if body == smarthttp.AUTH_PROBE:
+                return _auth_probe(request, service)
             output = self.services.upload_pack(repository, client=client, body=body)
             return await self._stream(request, output, content_type=service.result_type)
 
@@ -174,6 +181,12 @@ class Server:
             client = await self._client(request, service)
             repository = await self._repository(request, service)
             body = self._body(request, self.limits.max_push_bytes)
+            if request.content_length == len(smarthttp.AUTH_PROBE):
+                # Too short to hold a push: git's probe, or a malformed request read in full.
+                content = await bodies.read_all(body)
+                if content == smarthttp.AUTH_PROBE:
+                    return _auth_probe(request, service)
+                body = bodies.once(content)
             output = self.services.receive_pack(
                 repository,
                 client=client,
@@ -224,7 +237,7 @@ class Server:
         """Streams git's output; see the module docstring for how failures are answered."""
         exchange = request[EXCHANGE]
         async with output as chunks:
-            iterator = aiter(chunks)
+            iterator = aiter(_ended_by_git(chunks, exchange))
             try:
                 first = await anext(iterator, b"")
             except errors.GitFailed as error:
@@ -389,6 +402,16 @@ def _exchange(
     return exchange
 
 
+def _auth_probe(request: web.Request, service: smarthttp.Service) -> web.Response:
+    """git's probe before a large request: its credentials passed, which is all it asks.
+
+    Counted apart from the request it precedes (its own endpoint), so that it neither
+    counts as an error nor adds a second push or fetch to the rates.
+    """
+    request[EXCHANGE].endpoint = "auth_probe"
+    return web.Response(body=b"", headers={"Content-Type": service.result_type, **NO_CACHE})
+
+
 def _require_content_type(request: web.Request, service: smarthttp.Service) -> None:
     if request.content_type != service.request_type:
         raise errors.UnsupportedMediaType(f"expected Content-Type {service.request_type}")
@@ -398,6 +421,30 @@ async def _counted(chunks: AsyncIterator[bytes], exchange: Exchange) -> AsyncIte
     async for chunk in chunks:
         exchange.bytes_in += len(chunk)
         yield chunk
+
+
+async def _ended_by_git(chunks: AsyncIterator[bytes], exchange: Exchange) -> AsyncIterator[bytes]:
+    """git's output; when git fails after reporting the error in the protocol, it just ends."""
+    # The newest chunks, at least one packet's worth: git's error packet is the last thing
+    # it writes. Chunks are kept as they came, not copied.
+    recent: collections.deque[bytes] = collections.deque()
+    kept = 0
+    try:
+        async for chunk in chunks:
+            recent.append(chunk)
+            kept += len(chunk)
+            while kept - len(recent[0]) >= pktline.MAX_PACKET_SIZE:
+                kept -= len(recent.popleft())
+            yield chunk
+    except errors.GitFailed as error:
+        if not recent or not reporting.ends_with_error(b"".join(recent)):
+            raise
+        exchange.outcome = "git_error"
+        log.warning(
+            "repository %s: %s (the client got git's error; the response ends)",
+            exchange.repository,
+            error,
+        )
 
 
 async def _write(response: web.StreamResponse, chunk: bytes, *, exchange: Exchange) -> None:
