@@ -14,6 +14,7 @@ BENCHMARKS = {
     "replication": "bench.replication",
     "faults": "bench.faults",
     "operator": "bench.operator",
+    "planned": "bench.planned_change",
 }
 
 

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     started = time.monotonic()
-    bed = _testbed()
+    bed = testbed()
     api = kube.Kube(bed)
     print("   installing the chart and restarting the operator (on node-system)", flush=True)
     install.install_chart(bed, node_loss_grace=NODE_LOSS_GRACE)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     return _report(ready, heal, failover, scale, time.monotonic() - started)
 
 
-def _testbed() -> cluster.Testbed:
+def testbed() -> cluster.Testbed:
     """The testbed up with WORKERS Ready worker nodes (not node-system, not hollow)."""
     root = Path(os.environ.get("GITQUORUM_TESTBED_ROOT", binaries.repo_root() / ".testbed"))
     bed = cluster.Testbed(root)

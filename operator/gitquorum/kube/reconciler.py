@@ -230,6 +230,13 @@ class Reconciler:
             replicas=spec.replicas,
             strategy=spec.update_strategy,
         )
+        if update.action is rolling.Action.NONE and memory.replacing is not None:
+            # Its pod is being deleted or recreated: no pod is outdated, yet not all updated.
+            waiting = rolling.Update(
+                rolling.Action.WAIT,
+                f"replica {memory.replacing} is being replaced at revision {revision}",
+            )
+            return body, durable, waiting
         if update.action is rolling.Action.NONE:
             self.updating.release(uid)
             return body, durable, update
