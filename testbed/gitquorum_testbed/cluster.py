@@ -143,6 +143,15 @@ class Testbed:
         self.wait_node_ready(name, ready=True)
         return node
 
+    def apiserver_restart(self) -> None:
+        """The API server stops (every watch and request fails) and comes back, as in an
+        upgrade of the control plane; etcd keeps the state."""
+        _require_root()
+        processes.stop("kube-apiserver", pids=self.layout.pids, grace=10)
+        controlplane.start(
+            layout=self.layout, bindir=binaries.directory(build=False), ports=self.ports
+        )
+
     def node_stop(self, name: str) -> None:
         """Power loss: the agent is PID 1 of its PID namespace, so SIGKILL takes every pod."""
         _require_root()

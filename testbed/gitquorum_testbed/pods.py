@@ -487,8 +487,8 @@ class PodRuntime:
             self.reported = encoded
             self.reported_at = time.monotonic()
         except client.ApiException as exc:
-            if exc.status not in (404, 409, 422):  # gone, or another pod of that name
-                log.warning("pod %s: status update failed: %s", self.key, exc.reason)
+            if exc.status not in (404, 409):  # gone, or another pod of that name
+                log.warning("pod %s: status update failed: %s %s", self.key, exc.reason, exc.body)
 
     def _status(self) -> dict[str, Any]:
         mains = [c for c in self.containers if not c.init]
@@ -510,7 +510,10 @@ class PodRuntime:
             status["initContainerStatuses"] = [self._container_status(c) for c in inits]
         if self.host_leg is not None:
             status["podIP"] = self.address
-            status["podIPs"] = [{"ip": self.address}]
+            # Replaced, not merged: a pod restarted in a new sandbox after its node came back
+            # has a new address, and a merged list would keep the old one too (the API server
+            # refuses two addresses of one family, and the status would go on naming the old).
+            status["podIPs"] = [{"ip": self.address}, {"$patch": "replace"}]
         return status
 
     def _phase(self, mains: list[Container]) -> str:

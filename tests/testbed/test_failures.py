@@ -123,3 +123,48 @@ def test_node_add_joins_ready_and_takes_pods_then_remove(testbed: cluster.Testbe
         f"node {node.name} to be gone from the API",
         lambda: node.name not in {n.metadata.name for n in core.list_node().items},
     )
+
+
+def _answers(address: str) -> bool:
+    try:
+        socket.create_connection((address, 8080), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_node_stop_start_shorter_than_eviction_reports_the_new_sandbox(
+    testbed: cluster.Testbed, core, namespace
+):
+    """A node back before its pods are evicted runs them again, as a rebooted kubelet does:
+    the pod's status must say so (the restart counted, a new start time, an address that
+    answers, Ready again), never keep describing the processes that died with the node."""
+    core.create_namespaced_pod(namespace, kube.http_server("survivor", node=NODE))
+    before = kube.wait_ready(core, namespace, "survivor")
+    started = before.status.container_statuses[0].state.running.started_at
+    testbed.node_stop(NODE)
+    try:
+        waiting.until(
+            f"the pod's address to stop answering while {NODE} is off",
+            lambda: not _answers(before.status.pod_ip),
+            timeout=10,
+        )
+    finally:
+        testbed.node_start(NODE)
+
+    def restarted() -> client.V1Pod | None:
+        pod = core.read_namespaced_pod("survivor", namespace)
+        statuses = pod.status.container_statuses or []
+        if not statuses or not statuses[0].state.running or not statuses[0].ready:
+            return None
+        if statuses[0].restart_count < 1 or statuses[0].state.running.started_at <= started:
+            return None
+        return pod if pod.status.pod_ip and _answers(pod.status.pod_ip) else None
+
+    after = waiting.until(
+        "the pod's status to describe the restarted container, at an address that answers",
+        restarted,
+        timeout=40,
+        seen=lambda: core.read_namespaced_pod("survivor", namespace).status,
+    )
+    assert after.metadata.deletion_timestamp is None
