@@ -32,7 +32,8 @@ typecheck: venv
 check: lint typecheck ## linters and the fast tests
 	$(BIN)/pytest -m unit -q
 
-test: setup ## every test: unit, integration, testbed, end-to-end
+# The linters and the type checker run first, so CI (.ci/run: make test) fails on them too.
+test: setup lint typecheck ## linters, types, then every test: unit, integration, testbed, e2e
 	$(BIN)/pytest -q -ra
 
 test-unit: venv

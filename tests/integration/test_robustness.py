@@ -60,7 +60,8 @@ def test_malformed_upload_pack_request_gets_git_error(
             pktline.encode(f"{ZERO} {'a' * 40} refs/heads/a..b\0x".encode()) + pktline.FLUSH,
             id="bad-ref-name",
         ),
-        pytest.param(pktline.FLUSH, id="no-commands"),
+        # A flush alone is git's authentication probe (test_auth_probe), not a malformed push.
+        pytest.param(pktline.FLUSH + pktline.FLUSH, id="no-commands"),
     ],
 )
 def test_malformed_push_commands_get_git_error_and_change_nothing(

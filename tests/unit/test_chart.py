@@ -52,6 +52,8 @@ CLUSTER_RULES: dict[tuple[str, str], set[str]] = {
 """(API group, resource) -> verbs: everything the operator's ClusterRole may grant."""
 SECTIONS = {"image", "serviceAccount"}
 """values.yaml keys whose own keys are settings, each documented."""
+NESTED_SECTIONS = {"monitoring"}
+"""values.yaml keys whose keys at every depth are settings, each documented."""
 
 
 # --- the CRD -------------------------------------------------------------------------------
@@ -394,10 +396,14 @@ def test_chart_values_are_all_documented_and_in_the_schema() -> None:
         indent, key = match.groups()
         if not indent:
             section = key
-        # Top-level keys and the keys of the image and serviceAccount sections; deeper keys
-        # (resources.requests.cpu) are parts of a documented default.
+        # Top-level keys, the keys of the image and serviceAccount sections and every key of
+        # monitoring; other deeper keys (resources.requests.cpu) are parts of a documented
+        # default.
         documented = number > 0 and lines[number - 1].lstrip().startswith("#")
-        if not documented and (not indent or (indent == "  " and section in SECTIONS)):
+        setting = (
+            not indent or (indent == "  " and section in SECTIONS) or section in NESTED_SECTIONS
+        )
+        if not documented and setting:
             undocumented.append(f"{section}.{key}" if indent else key)
     assert undocumented == [], f"values without a comment above them: {undocumented}"
 

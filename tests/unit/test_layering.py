@@ -1,8 +1,8 @@
 """Import rules that keep the layout honest (an import-linter contract, as a test).
 
 Only the HTTP layer imports the web framework, only the operator's kopf wiring imports kopf,
-only the operator package talks to Kubernetes, and the wire protocol package does no I/O of
-the server's.
+only the operator package and the kubectl plugin talk to Kubernetes, and the wire protocol
+package does no I/O of the server's.
 """
 
 import ast
@@ -23,6 +23,8 @@ HTTP_LAYER = {
     "kube/running.py",
 }
 KOPF_WIRING = {"kube/handlers.py", "kube/running.py"}
+KUBERNETES_CLIENTS = ("kube/", "plugin/gathering.py")
+"""The operator, and the one module of the kubectl plugin that reads the API server."""
 
 
 def imports(path: pathlib.Path) -> set[str]:
@@ -81,7 +83,8 @@ def test_only_the_operator_package_imports_kubernetes() -> None:
     offenders = {
         name
         for name, found in modules().items()
-        if any(i.split(".")[0] == "kubernetes" for i in found) and not name.startswith("kube/")
+        if any(i.split(".")[0] == "kubernetes" for i in found)
+        and not name.startswith(KUBERNETES_CLIENTS)
     }
     assert offenders == set()
 
@@ -93,5 +96,19 @@ def test_operator_decisions_do_no_io() -> None:
         for name, found in modules().items()
         if name in pure
         and any(i.split(".")[0] in ("kopf", "kubernetes", "aiohttp", "asyncio") for i in found)
+    }
+    assert offenders == set()
+
+
+def test_plugin_summary_and_rendering_do_no_io() -> None:
+    pure = {"plugin/summary.py", "plugin/rendering.py"}
+    offenders = {
+        name
+        for name, found in modules().items()
+        if name in pure
+        and any(
+            i.split(".")[0] in ("kopf", "kubernetes", "aiohttp", "asyncio", "urllib3", "os")
+            for i in found
+        )
     }
     assert offenders == set()

@@ -2,7 +2,10 @@
 
 import pytest
 
+from gitquorum.replication import metrics as replica_metrics
+from gitquorum.replication import reports
 from gitquorum.server import metrics
+from tests.unit import statuses
 
 pytestmark = pytest.mark.unit
 
@@ -37,3 +40,44 @@ def test_label_values_are_escaped() -> None:
     counter = metrics.Counter("c", "help", labels=("x",))
     counter.inc(('a"b\\c\nd',))
     assert 'c{x="a\\"b\\\\c\\nd"} 1' in list(counter.render())
+
+
+def test_state_set_writes_every_state_and_an_unknown_one() -> None:
+    current = ["InSync"]
+    states = metrics.StateSet(
+        "s", "help", label="state", states=("InSync", "Behind"), read=lambda: current[0]
+    )
+    assert list(states.render())[2:] == ['s{state="InSync"} 1', 's{state="Behind"} 0']
+    current[0] = "Lost"
+    assert list(states.render())[2:] == [
+        's{state="InSync"} 0',
+        's{state="Behind"} 0',
+        's{state="Lost"} 1',
+    ]
+
+
+def test_replica_gauges_read_one_report_per_scrape() -> None:
+    taken: list[int] = []
+
+    def report() -> reports.ReplicaStatus:
+        taken.append(1)
+        return statuses.status(
+            role="Leader", term=7, generation=12, lag=0, state="Promoting", writable=False,
+            copy={"active": False, "copies": 3},
+        )  # fmt: skip
+
+    text = "\n".join(line for gauge in replica_metrics.gauges(report) for line in gauge.render())
+    assert len(taken) == 1
+    for line in (
+        "gitquorum_replica_leader 1",
+        "gitquorum_replica_term 7",
+        "gitquorum_replica_generation 12",
+        "gitquorum_replica_lag_generations 0",
+        "gitquorum_replica_writable 0",
+        'gitquorum_replica_state{state="Promoting"} 1',
+        'gitquorum_replica_state{state="InSync"} 0',
+        "gitquorum_replica_copying 0",
+        "gitquorum_replica_copies_total 3",
+        "# TYPE gitquorum_replica_copies_total counter",
+    ):
+        assert line in text.splitlines(), line

@@ -1,12 +1,13 @@
 """Which repository a URL path names, and which paths are refused."""
 
+import itertools
 import os
 import pathlib
 
 import pytest
 
 from gitquorum import errors
-from gitquorum.server import repositories
+from gitquorum.server import repositories, settings, spawning
 
 pytestmark = pytest.mark.unit
 
@@ -97,3 +98,20 @@ def test_new_adds_the_suffix_and_refuses_existing(resolver: repositories.Resolve
         resolver.new("junk")
     with pytest.raises(errors.PathRefused):
         resolver.new("../escape")
+
+
+def test_check_root_refuses_a_file_and_a_missing_root(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(errors.ConfigError, match="is not a directory"):
+        repositories.check_root(tmp_path / "file", create=False)
+    with pytest.raises(errors.ConfigError, match="is not a directory: it does not exist"):
+        repositories.check_root(tmp_path / "absent", create=False)
+    repositories.check_root(tmp_path, create=True)
+
+
+def test_git_trusts_only_the_repository_the_server_resolved(tmp_path: pathlib.Path) -> None:
+    runner = spawning.GitRunner(settings.GitOptions(), settings.Limits(), environment={})
+    served = tmp_path / "root" / "app.git"
+    command = runner.command_line(["upload-pack", str(served)], repository=served)
+    assert ("-c", f"safe.directory={served}") in itertools.pairwise(command)
+    assert not any("safe.directory" in part for part in runner.command_line(["version"]))

@@ -87,3 +87,12 @@ The metrics Service, which the helm test reaches.
 {{- define "gitquorum.metricsService" -}}
 {{- printf "%s-metrics" (include "gitquorum.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/*
+The labels every replica Pod carries whatever its repository (gitquorum.kube.names.labels):
+the PodMonitor selects on them.
+*/}}
+{{- define "gitquorum.replicaLabels" -}}
+app.kubernetes.io/managed-by: gitquorum-operator
+app.kubernetes.io/component: replica
+{{- end }}

@@ -16,6 +16,7 @@ from gitquorum.replication import (
     hooks,
     leading,
     membership,
+    metrics,
     peerapi,
     peerclient,
     pushing,
@@ -212,6 +213,7 @@ async def _main(
         ),
     )
     server.authenticator.load()
+    server.metrics.gauges.extend(metrics.gauges(member.report))
     api = peerapi.PeerApi(
         member,
         git=server.services,

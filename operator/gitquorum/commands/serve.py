@@ -8,7 +8,7 @@ import pathlib
 import shutil
 
 from gitquorum import errors
-from gitquorum.server import creating, http, listening, settings
+from gitquorum.server import creating, http, listening, repositories, settings
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ def settings_from(args: argparse.Namespace) -> settings.ServerSettings:
     """The server settings the arguments describe, checked."""
     host, port = settings.parse_listen(args.listen)
     root: pathlib.Path = args.root
-    if not root.is_dir():
-        raise errors.ConfigError(f"--root {root} is not a directory")
+    repositories.check_root(root, create=args.create_on_push)
     if args.auth_file is None and not args.anonymous_read:
         raise errors.ConfigError(
             "nobody could use the server: give --auth-file or --anonymous-read"
@@ -117,6 +116,16 @@ def run(args: argparse.Namespace) -> int:
     server.authenticator.load()
     for path in creating.remove_abandoned(config.root):
         log.info("removed %s, a repository whose creating push never finished", path)
+    owner = repositories.foreign_owner(config.root)
+    if owner is not None:
+        log.info(
+            "root %s belongs to uid %s, this server runs as uid %s: its repositories are "
+            "served all the same (git's safe.directory is set for each); pushes need write "
+            "permission in them",
+            config.root,
+            owner,
+            os.geteuid(),
+        )
     if config.access.auth_file is None:
         log.warning("no --auth-file: anonymous read only, every push is refused")
     try:

@@ -16,6 +16,12 @@ from gitquorum.protocol import pktline
 
 GIT_PROTOCOL_HEADER = "Git-Protocol"
 
+AUTH_PROBE = pktline.FLUSH
+"""The whole body of git's authentication probe. A request larger than ``http.postBuffer``
+(1 MiB by default) is streamed chunked and cannot be sent twice, so git first POSTs just this
+to the same URL to learn whether its credentials pass (remote-curl.c, ``probe_rpc``). git
+http-backend's answer is 200 with an empty body: git reads only the status."""
+
 # The header goes into a child process's environment: keep it short and to the characters git
 # itself sends (``version=2``, ``key=value`` pairs separated by colons).
 MAX_GIT_PROTOCOL_LENGTH = 256

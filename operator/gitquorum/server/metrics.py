@@ -11,8 +11,16 @@ import os
 import resource
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 Labels = tuple[str, ...]
+
+
+class Metric(Protocol):
+    """Anything that writes its lines of the exposition format."""
+
+    def render(self) -> Iterable[str]: ...
+
 
 DURATION_BUCKETS = (
     0.005,
@@ -108,11 +116,37 @@ class Gauge:
     name: str
     help: str
     read: Callable[[], float]
+    kind: str = "gauge"
+    """``counter`` for a running total that the code it describes keeps itself."""
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} gauge"
+        yield f"# TYPE {self.name} {self.kind}"
         yield f"{self.name} {self.read():g}"
+
+
+@dataclasses.dataclass
+class StateSet:
+    """Which of several states holds: one series per state, 1 for the current one, else 0.
+
+    Every known state is written, so that a query for a state no process is in finds zeros
+    rather than nothing; a state not in the list is written too, so that none is hidden.
+    """
+
+    name: str
+    help: str
+    label: str
+    states: Sequence[str]
+    read: Callable[[], str]
+
+    def render(self) -> Iterable[str]:
+        current = self.read()
+        states = [*self.states, *([] if current in self.states else [current])]
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} gauge"
+        for state in states:
+            series = _series(self.name, names=(self.label,), values=(state,))
+            yield f"{series} {int(state == current)}"
 
 
 class ServerMetrics:
@@ -127,7 +161,7 @@ class ServerMetrics:
         self.duration = Histogram(
             "gitquorum_http_request_duration_seconds", "Time from request to last byte sent."
         )
-        self.gauges = [
+        self.gauges: list[Metric] = [
             Gauge("gitquorum_git_processes_running", "git processes running.", git_running),
             Gauge(
                 "gitquorum_git_processes_waiting", "Requests waiting for a git slot.", git_waiting

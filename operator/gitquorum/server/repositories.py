@@ -12,8 +12,10 @@ These functions touch the file system and may block: the HTTP layer runs them in
 """
 
 import dataclasses
+import os
 import pathlib
 import re
+import stat
 
 from gitquorum import errors
 
@@ -91,6 +93,39 @@ class Resolver:
         if not path.is_relative_to(self.root) or path == self.root:
             raise errors.PathRefused(f"repository path {name!r} leaves the served root")
         return path
+
+
+def check_root(root: pathlib.Path, *, create: bool) -> None:
+    """Refuses, at startup, a root this process cannot serve, saying why in terms of uids.
+
+    Ownership alone is no reason (git's safe.directory is set for each repository served,
+    see ``spawning``), but permissions are: without them every request would fail later with
+    a message about some file deep inside a repository.
+    """
+    try:
+        info = root.stat()
+    except FileNotFoundError as error:
+        raise errors.ConfigError(f"--root {root} is not a directory: it does not exist") from error
+    except OSError as error:
+        raise errors.ConfigError(
+            f"--root {root}: {error.strerror} (this server runs as uid {os.geteuid()})"
+        ) from error
+    if not stat.S_ISDIR(info.st_mode):
+        raise errors.ConfigError(f"--root {root} is not a directory")
+    needed = os.R_OK | os.X_OK | (os.W_OK if create else 0)
+    if os.access(root, needed, effective_ids=os.access in os.supports_effective_ids):
+        return
+    what = "read and write (--create-on-push creates repositories in it)" if create else "read"
+    raise errors.ConfigError(
+        f"--root {root}: this server runs as uid {os.geteuid()}, which may not {what} it "
+        f"(owner uid {info.st_uid}, group {info.st_gid}, mode {stat.filemode(info.st_mode)})"
+    )
+
+
+def foreign_owner(root: pathlib.Path) -> int | None:
+    """The uid owning ``root`` when it is not this process's uid, else None."""
+    owner = root.stat().st_uid
+    return owner if owner != os.geteuid() else None
 
 
 def _candidates(parts: list[str]) -> list[str]:

@@ -52,7 +52,8 @@ class Services:
             "--advertise-refs",
             str(repository.path),
         ]
-        return _prefixed(preamble, self._git(args, client=client, service=service))
+        git = self._git(args, client=client, service=service, repository=repository)
+        return _prefixed(preamble, git)
 
     @contextlib.asynccontextmanager
     async def upload_pack(
@@ -61,7 +62,13 @@ class Services:
         """The answer to one round of fetch negotiation, validated before git sees it."""
         uploadpack.validate(body, protocol_v2=client.protocol.version >= 2)
         args = [UPLOAD_PACK.command, "--strict", "--stateless-rpc", str(repository.path)]
-        git = self._git(args, client=client, service=UPLOAD_PACK, stdin=bodies.once(body))
+        git = self._git(
+            args,
+            client=client,
+            service=UPLOAD_PACK,
+            repository=repository,
+            stdin=bodies.once(body),
+        )
         async with git as output:
             yield output
 
@@ -88,10 +95,12 @@ class Services:
         *,
         client: clients.Client,
         service: smarthttp.Service,
+        repository: repositories.Repository,
         stdin: AsyncIterator[bytes] | None = None,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         env = client.environment(service)
-        async with self._runner.start(args, env=env, stdin=stdin) as git:
+        path = repository.path
+        async with self._runner.start(args, env=env, stdin=stdin, repository=path) as git:
             yield git.output()
 
 

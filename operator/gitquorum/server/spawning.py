@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 import os
+import pathlib
 import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
 
@@ -85,8 +86,18 @@ class GitRunner:
         self.running = 0
         self.waiting = 0
 
-    def command_line(self, args: Sequence[str]) -> list[str]:
-        config = [item for key, value in self._config.items() for item in ("-c", f"{key}={value}")]
+    def command_line(
+        self, args: Sequence[str], *, repository: pathlib.Path | None = None
+    ) -> list[str]:
+        """git's command line; ``repository`` is the one the server resolved for it to serve."""
+        settings = dict(self._config)
+        if repository is not None:
+            # git refuses a repository owned by another uid ("dubious ownership") unless
+            # safe.directory names it, and reads that only from protected configuration such as
+            # -c: a repository's own config cannot trust itself. The server confined this path
+            # below the root it was started to serve, whoever owns the files.
+            settings["safe.directory"] = str(repository)
+        config = [item for key, value in settings.items() for item in ("-c", f"{key}={value}")]
         return [self._executable, *config, *args]
 
     @contextlib.asynccontextmanager
@@ -114,11 +125,12 @@ class GitRunner:
         *,
         env: Mapping[str, str] | None = None,
         stdin: AsyncIterator[bytes] | None = None,
+        repository: pathlib.Path | None = None,
     ) -> AsyncIterator["GitProcess"]:
         """A running git process, fed from ``stdin``; cleaned up however the block ends."""
         async with self.slot():
             process = await asyncio.create_subprocess_exec(
-                *self.command_line(args),
+                *self.command_line(args, repository=repository),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

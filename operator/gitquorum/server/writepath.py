@@ -79,7 +79,7 @@ class LocalWritePath:
         service = smarthttp.Service.RECEIVE_PACK
         args = [service.command, "--stateless-rpc", "--advertise-refs", str(repository.path)]
         env = {**client.environment(service), **self._environment}
-        async with self._runner.start(args, env=env) as git:
+        async with self._runner.start(args, env=env, repository=repository.path) as git:
             yield git.output()
 
     @contextlib.asynccontextmanager
@@ -88,7 +88,8 @@ class LocalWritePath:
         args = [service.command, "--stateless-rpc", str(push.repository.path)]
         env = {**push.client.environment(service), **self._environment}
         stdin = bodies.prepend(push.commands.encode(), push.pack)
-        async with self._runner.start(args, env=env, stdin=stdin) as git:
+        path = push.repository.path
+        async with self._runner.start(args, env=env, stdin=stdin, repository=path) as git:
             yield self._report(git, push)
 
     async def _report(self, git: spawning.GitProcess, push: Push) -> AsyncIterator[bytes]:
