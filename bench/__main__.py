@@ -15,6 +15,7 @@ BENCHMARKS = {
     "faults": "bench.faults",
     "operator": "bench.operator",
     "planned": "bench.planned_change",
+    "operator-faults": "bench.operator_faults",
 }
 
 

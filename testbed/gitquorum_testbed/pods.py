@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client
 
 from gitquorum_testbed import binaries, network, probes, settings, volumes
@@ -166,7 +167,7 @@ class PodRuntime:
                 self._step()
                 self._report()
                 if time.monotonic() - refreshed > REFRESH_SECONDS and not self.paused.is_set():
-                    volumes.refresh(self.pod, pod_dir=self.dir, api=self.api, ca_cert=self.ca_cert)
+                    self._refresh_volumes()
                     refreshed = time.monotonic()
                 time.sleep(LOOP_SECONDS)
             if self.killed.is_set():
@@ -181,6 +182,15 @@ class PodRuntime:
             self.kill_now()
         finally:
             self.finished.set()
+
+    def _refresh_volumes(self) -> None:
+        """Updated Secrets and tokens reach the running pod; an API server that cannot be
+        reached leaves the volumes as they are until the next try, as a kubelet does (its pods
+        keep running whatever happens to the control plane)."""
+        try:
+            volumes.refresh(self.pod, pod_dir=self.dir, api=self.api, ca_cert=self.ca_cert)
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning("pod %s: volumes not refreshed: %s", self.key, exc)
 
     def _prepare(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +286,12 @@ class PodRuntime:
     def _launch(self, c: Container) -> None:
         try:
             spec = self._container_spec(c, argv=self._argv(c))
-        except (ConfigError, volumes.VolumeError, client.ApiException) as exc:
+        except (
+            ConfigError,
+            volumes.VolumeError,
+            client.ApiException,
+            urllib3.exceptions.HTTPError,  # the API server is down: tried again after back-off
+        ) as exc:
             c.waiting_reason, c.waiting_message = "CreateContainerConfigError", str(exc)
             c.backoff_until = time.monotonic() + 2
             return
@@ -486,6 +501,9 @@ class PodRuntime:
             )
             self.reported = encoded
             self.reported_at = time.monotonic()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # The API server is down or restarting: report again once it is back.
+            log.warning("pod %s: status not reported: %s", self.key, exc)
         except client.ApiException as exc:
             if exc.status not in (404, 409):  # gone, or another pod of that name
                 log.warning("pod %s: status update failed: %s %s", self.key, exc.reason, exc.body)

@@ -430,6 +430,12 @@ class LocalCluster:
         assert found is not None  # until returns a truthy value
         return found
 
+    def replica_logs(self) -> list[tuple[str, pathlib.Path]]:
+        """(replica, log file) of every replica."""
+        return sorted(
+            (path.parent.name, path) for path in self.directory.glob("replicas/*/replica.log")
+        )
+
     def report(self, lines: int = 40) -> str:
         """The tail of the controller's log and of every replica's log."""
         parts = []
@@ -982,10 +988,10 @@ class Checker:
 
     def _alarms(self) -> list[str]:
         found = []
-        for log in sorted(self.cluster.directory.glob("replicas/*/replica.log")):
+        for name, log in self.cluster.replica_logs():
             for line in log.read_text(errors="replace").splitlines():
                 if any(alarm in line for alarm in ALARMS):
-                    found.append(f"{log.parent.name}: {line}")
+                    found.append(f"{name}: {line}")
         return found
 
     def _t(self, moment: float) -> str:
@@ -1007,6 +1013,9 @@ class Checker:
 
     def _refs_on_disk(self, replica: str) -> dict[str, str]:
         output = self.git.out(
+            # A replica's volume belongs to the replica's user (a pod's fsGroup), not to us.
+            "-c",
+            "safe.directory=*",
             "--git-dir",
             str(self.cluster.repository(replica)),
             "for-each-ref",

@@ -168,3 +168,19 @@ def test_node_stop_start_shorter_than_eviction_reports_the_new_sandbox(
         seen=lambda: core.read_namespaced_pod("survivor", namespace).status,
     )
     assert after.metadata.deletion_timestamp is None
+
+
+def test_apiserver_restart_leaves_running_pods_alone(testbed: cluster.Testbed, core, namespace):
+    """A kubelet keeps its pods running while the control plane is away: no restart, no new
+    address, Ready again once it can report (volume refreshes and status reports wait)."""
+    core.create_namespaced_pod(namespace, kube.http_server("steady", node=NODE))
+    before = kube.wait_ready(core, namespace, "steady")
+    testbed.apiserver_restart()
+    after = kube.wait_ready(core, namespace, "steady", timeout=60)
+    status = after.status.container_statuses[0]
+    assert status.restart_count == before.status.container_statuses[0].restart_count
+    assert (
+        status.state.running.started_at
+        == before.status.container_statuses[0].state.running.started_at
+    )
+    assert after.status.pod_ip == before.status.pod_ip and _answers(after.status.pod_ip)
