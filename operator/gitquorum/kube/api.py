@@ -61,6 +61,17 @@ class Api:
             raise
         return True
 
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A pod as the API server has it now (not the watch cache), None if gone."""
+        try:
+            pod = self.core.read_namespaced_pod(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        found: dict[str, Any] = self.core.api_client.sanitize_for_serialization(pod)
+        return found
+
     def delete_pod(self, namespace: str, name: str, *, force: bool) -> None:
         """``force`` for a pod on a lost node: its kubelet will never confirm the end."""
         options = client.V1DeleteOptions(grace_period_seconds=0) if force else None

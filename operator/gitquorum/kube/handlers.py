@@ -94,8 +94,10 @@ def register(
             prefix="gitquorum.io", key="last-handled-configuration"
         )
         settings.posting.level = logging.INFO
-        settings.watching.server_timeout = 300
-        settings.watching.client_timeout = 330
+        # A watch that stalls without an error is only noticed at its timeout: keep it short
+        # (the reconciler also reads doubtful pods again, see Settings.stale_after).
+        settings.watching.server_timeout = 120
+        settings.watching.client_timeout = 150
 
     @kopf.index("pods", labels=replica, registry=registry, id="replica_pods", when=ours)
     def replica_pods(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:

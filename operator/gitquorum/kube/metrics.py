@@ -31,6 +31,13 @@ class OperatorMetrics:
         self.errors = metrics.Counter(
             "gitquorum_operator_reconcile_errors_total", "Passes that failed.", labels=()
         )
+        self.stale_cache = metrics.Counter(
+            "gitquorum_operator_stale_cache_total",
+            "Replica pods read again from the API server because the watch cache looked stale "
+            "(no address, or a silent replica, for too long), by whether the read found a newer "
+            "version.",
+            labels=("newer",),
+        )
         self.pods_created = metrics.Counter(
             "gitquorum_operator_pods_created_total", "Replica pods created.", labels=()
         )
@@ -44,7 +51,14 @@ class OperatorMetrics:
 
     def render(self) -> str:
         lines: list[str] = []
-        for metric in (self.passes, self.decisions, self.conflicts, self.errors, self.pods_created):
+        for metric in (
+            self.passes,
+            self.decisions,
+            self.conflicts,
+            self.errors,
+            self.stale_cache,
+            self.pods_created,
+        ):
             lines.extend(metric.render())
         for gauge in self.gauges:
             lines.extend(gauge.render())

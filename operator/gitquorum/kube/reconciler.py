@@ -45,6 +45,10 @@ class Settings:
     idle_interval: float = 10.0
     max_concurrent_updates: int = 2
     """Repositories whose replicas roll at the same time (an operator upgrade outdates all)."""
+    stale_after: float = 15.0
+    """Seconds a bound replica pod may show no address, or its replica stay silent, before the
+    pod is read again from the API server: a watch that stalls silently must not leave the
+    operator blind (the cache is then corrected for this pass, and the metric counts it)."""
     resync_interval: float = 60.0
     """Seconds between checks of the objects around the replicas (Secrets, Service, PDB,
     NetworkPolicy) while the spec does not change: a steady pass makes no API request."""
@@ -77,6 +81,9 @@ class _Repository:
     """Since when (monotonic) each replica has waited for its cordoned node."""
     replacing: str | None = None
     """The replica a rolling update replaced last, until it is back in sync."""
+    doubted_since: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Since when (clock) each pod has looked stale in the watch cache."""
+    reread_at: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class Reconciler:
@@ -505,6 +512,7 @@ class Reconciler:
         spec: RepositorySpec,
     ) -> dict[str, planning.Observed]:
         by_pod = {pod["metadata"]["name"]: pod for pod in pods}
+        by_pod.update(await self._reread_doubtful(by_pod, memory))
         by_claim = {claim["metadata"]["name"]: claim for claim in claims}
         everything = sorted(durable.member_names | set(by_pod) | set(by_claim))
         observed = {
@@ -524,6 +532,53 @@ class Reconciler:
             silent = now - memory.last_answer.get(item.name, self.started)
             observed[item.name] = dataclasses.replace(item, report=answer, silent=silent)
         return observed
+
+    async def _reread_doubtful(
+        self, by_pod: Mapping[str, Body], memory: _Repository
+    ) -> dict[str, Body]:
+        """Pods whose cached view has looked wrong for ``stale_after``, read again.
+
+        A bound pod without an address, or one whose replica does not answer at the cached
+        address, is normal for a few seconds; for longer, the watch may have stalled (a kopf
+        watch that stops delivering events is only restarted at its timeout)."""
+        now = self.clock()
+        fresh: dict[str, Body] = {}
+        for name, pod in by_pod.items():
+            if not self._doubtful(pod, memory, now):
+                memory.doubted_since.pop(name, None)
+                continue
+            since = memory.doubted_since.setdefault(name, now)
+            due = now - memory.reread_at.get(name, float("-inf")) >= self.settings.stale_after
+            if now - since < self.settings.stale_after or not due:
+                continue
+            memory.reread_at[name] = now
+            current = await asyncio.to_thread(
+                self.kube.read_pod, pod["metadata"]["namespace"], name
+            )
+            if current is None:
+                continue
+            newer = current["metadata"].get("resourceVersion") != pod["metadata"].get(
+                "resourceVersion"
+            )
+            self.metrics.stale_cache.inc((str(newer).lower(),))
+            if newer:
+                log.warning(
+                    "%s/%s: the watch cache held an old version of pod %s; using the API server's",
+                    pod["metadata"]["namespace"],
+                    name,
+                    name,
+                )
+                fresh[name] = current
+        return fresh
+
+    def _doubtful(self, pod: Body, memory: _Repository, now: float) -> bool:
+        metadata, spec = pod["metadata"], pod.get("spec") or {}
+        if metadata.get("deletionTimestamp") or not spec.get("nodeName"):
+            return False
+        if not (pod.get("status") or {}).get("podIP"):
+            return True
+        silent = now - memory.last_answer.get(metadata["name"], self.started)
+        return silent >= self.settings.stale_after
 
     def _object_view(
         self, name: str, pod: Body | None, claim: Body | None, nodes: Mapping[str, Body]
