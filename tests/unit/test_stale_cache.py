@@ -47,7 +47,7 @@ def test_stale_cache_pod_without_address_is_read_again_after_a_while() -> None:
     now = [100.0]
     api = FakeApi(_pod("2", "10.244.1.2"))
     work = _reconciler(api, now)
-    memory = reconciler._Repository()
+    memory = reconciler.Memory()
     cached = {"repo-1": _pod("1", None)}
     assert asyncio.run(work._reread_doubtful(cached, memory)) == {}, "too early to doubt"
     now[0] += work.settings.stale_after
@@ -64,7 +64,7 @@ def test_stale_cache_answering_replica_is_never_read_again() -> None:
     now = [100.0]
     api = FakeApi(_pod("2", "10.244.1.2"))
     work = _reconciler(api, now)
-    memory = reconciler._Repository()
+    memory = reconciler.Memory()
     cached = {"repo-1": _pod("1", "10.244.1.2")}
     for _ in range(3):
         memory.last_answer["repo-1"] = now[0]

@@ -1,0 +1,148 @@
+"""What every part of a pass shares: the settings, what a pass keeps between passes, and
+how a pass reports (the status it writes, the events it records).
+
+A pass (``reconciler``) is made of parts by role, each a class of its own module that works on
+this context: observing the replicas (``observing``), ensuring the objects around them
+(``ensuring``), planned change (``updating``).
+"""
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gitquorum.kube import api, planning, rolling, status
+from gitquorum.kube.metrics import OperatorMetrics
+from gitquorum.kube.spec import RepositorySpec
+from gitquorum.replication import peerclient
+
+log = logging.getLogger("gitquorum.kube.reconciler")
+
+Body = Mapping[str, Any]
+EventSink = Callable[[Body, str, str, str], None]
+"""(object, type Normal|Warning, reason, message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    image: str
+    node_loss_grace: float = 20.0
+    """Seconds a node may be NotReady before its replicas count as lost."""
+    leader_timeout: float = 3.0
+    """Seconds without an answer from the leader before another one is chosen."""
+    status_timeout: float = 1.0
+    busy_interval: float = 1.0
+    idle_interval: float = 10.0
+    max_concurrent_updates: int = 2
+    """Repositories whose replicas roll at the same time (an operator upgrade outdates all)."""
+    stale_after: float = 15.0
+    """Seconds a bound replica pod may show no address, or its replica stay silent, before the
+    pod is read again from the API server: a watch that stalls silently must not leave the
+    operator blind (the cache is then corrected for this pass, and the metric counts it)."""
+    resync_interval: float = 60.0
+    """Seconds between checks of the objects around the replicas (Secrets, Service, PDB,
+    NetworkPolicy) while the spec does not change: a steady pass makes no API request."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Notes:
+    """What a pass reports besides the durable state and the replicas."""
+
+    blocked: str | None
+    """Why the last decision could not be carried out."""
+    revision: str
+    """The revision a replica pod is rendered at now."""
+    update: rolling.Update = rolling.NO_UPDATE
+
+
+@dataclasses.dataclass
+class Memory:
+    """What a pass keeps between passes: only caches of things stored elsewhere."""
+
+    admin_token: str = ""
+    peers: peerclient.Peers | None = None
+    ensured: tuple[Any, ...] = ()
+    ensured_at: float = float("-inf")
+    """When (clock) the objects around the replicas were last checked."""
+    credentials_secret: str = ""
+    last_answer: dict[str, float] = dataclasses.field(default_factory=dict)
+    last_event: str = ""
+    cordoned_since: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Since when (monotonic) each replica has waited for its cordoned node."""
+    replacing: str | None = None
+    """The replica a rolling update replaced last, until it is back in sync."""
+    doubted_since: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Since when (clock) each pod has looked stale in the watch cache."""
+    reread_at: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class Context:
+    """The collaborators of a pass and how it reports; the parts of a pass extend it."""
+
+    def __init__(
+        self,
+        kube: api.Api,
+        settings: Settings,
+        *,
+        events: EventSink,
+        metrics: OperatorMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.events = events
+        self.metrics = metrics
+        self.clock = clock
+        self.started = clock()
+        self.updating = rolling.Slots(settings.max_concurrent_updates)
+        """Repositories (uids) in a rolling update."""
+
+    async def _write(
+        self,
+        body: Body,
+        durable: planning.Durable,
+        observed: Mapping[str, planning.Observed],
+        spec: RepositorySpec,
+        memory: Memory,
+        notes: Notes,
+    ) -> Body:
+        current = body.get("status") or {}
+        wanted = status.derive(
+            body,
+            durable,
+            observed,
+            replicas=spec.replicas,
+            credentials_secret=memory.credentials_secret,
+            blocked=notes.blocked,
+            revision=notes.revision,
+            update=notes.update,
+        )
+        if {**current, **wanted} == current:
+            return body
+        updated = {**body, "status": {**current, **wanted}}
+        return await asyncio.to_thread(self.kube.replace_status, updated)
+
+    def _event(
+        self,
+        body: Body,
+        memory: Memory,
+        kind: str,
+        reason: str,
+        message: str,
+        *,
+        always: bool = False,
+    ) -> None:
+        """Decisions are always recorded; a condition that holds is recorded once."""
+        if not always and memory.last_event == message:
+            return
+        memory.last_event = message
+        log.info(
+            "%s/%s: %s: %s",
+            body["metadata"]["namespace"],
+            body["metadata"]["name"],
+            reason,
+            message,
+        )
+        self.events(body, kind, reason, message)
