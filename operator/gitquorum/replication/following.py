@@ -38,6 +38,8 @@ from gitquorum.replication import (
 log = logging.getLogger(__name__)
 
 COPY_RETRY_SECONDS = 1.0
+STOP_SECONDS = 2.0
+"""How long stepping out of the follower role waits for its tasks to end once cancelled."""
 
 
 class Following:
@@ -80,12 +82,31 @@ class Following:
             self._lease_task = asyncio.ensure_future(self._leases())
 
     async def stop(self) -> None:
+        """Ends the follower role; bounded, since the caller is a role change that must not
+        wait for ever (a copy stuck on a peer that was cut off once held a new leader back).
+
+        A task that has not ended in time is left cancelled: its cancellation propagates as
+        soon as it wakes, so it can change nothing any more (a copy adopts refs only after
+        an await, which raises the cancellation)."""
         self.lease_end = float("-inf")
-        for task in (self._lease_task, self._copy_task):
-            if task is not None:
-                task.cancel()
+        tasks = [task for task in (self._lease_task, self._copy_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            done, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+            for task in done:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                    task.result()
+            for task in stuck:
+                where = "".join(
+                    f"\n  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+                    for frame in task.get_stack()
+                )
+                log.error(
+                    "a follower task did not end %s s after it was cancelled:%s",
+                    STOP_SECONDS,
+                    where,
+                )
         self._lease_task = self._copy_task = None
 
     @property
