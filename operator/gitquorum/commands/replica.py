@@ -15,6 +15,7 @@ from gitquorum.replication import (
     forwarding,
     hooks,
     leading,
+    maintenance,
     membership,
     metrics,
     peerapi,
@@ -22,6 +23,7 @@ from gitquorum.replication import (
     pushing,
     replica,
     store,
+    upkeep,
 )
 from gitquorum.server import http, listening, repositories, settings, spawning
 
@@ -106,6 +108,87 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
+    _add_upkeep_arguments(parser)
+
+
+def _add_upkeep_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = maintenance.Settings()
+    group = parser.add_argument_group("maintenance and integrity (docs/architecture.md, Upkeep)")
+    group.add_argument(
+        "--maintenance-pushes",
+        type=int,
+        default=defaults.push_interval,
+        metavar="N",
+        help="look at what maintenance needs every N applied pushes; 0: never on pushes "
+        "(%(default)s)",
+    )
+    group.add_argument(
+        "--maintenance-interval",
+        type=float,
+        default=defaults.interval,
+        metavar="SECONDS",
+        help="look at least this often; 0: never on time (%(default)s)",
+    )
+    group.add_argument(
+        "--full-repack-interval",
+        type=float,
+        default=defaults.full_repack_interval,
+        metavar="SECONDS",
+        help="seconds between full repacks into one pack plus a cruft pack (%(default)s)",
+    )
+    group.add_argument(
+        "--prune-expiry",
+        type=float,
+        default=defaults.prune_expiry,
+        metavar="SECONDS",
+        help="unreachable objects are kept this long after they were last written or found "
+        f"unreachable; at least {maintenance.MIN_PRUNE_EXPIRY:g} (%(default)s)",
+    )
+    group.add_argument(
+        "--ref-history",
+        type=float,
+        default=defaults.ref_history,
+        metavar="SECONDS",
+        help="a replaced ref value keeps its objects this long, above the longest push "
+        "(%(default)s)",
+    )
+    group.add_argument(
+        "--scrub-interval",
+        type=float,
+        default=defaults.scrub_interval,
+        metavar="SECONDS",
+        help="read and check every object this often, each replica at its own offset; "
+        "0: never (%(default)s)",
+    )
+    group.add_argument(
+        "--maintenance-permits",
+        action="store_true",
+        help="maintain and scrub only under a permit from the controller (PUT /admin/upkeep), "
+        "so that it can confine them to a window; repairs never wait",
+    )
+
+
+def upkeep_settings(args: argparse.Namespace) -> maintenance.Settings:
+    """The maintenance settings the command line asks for; ConfigError if unusable."""
+    if args.maintenance_pushes < 0:
+        raise errors.ConfigError("--maintenance-pushes must be 0 or more")
+    for name in ("maintenance_interval", "full_repack_interval", "ref_history", "scrub_interval"):
+        if getattr(args, name) < 0:
+            raise errors.ConfigError(f"--{name.replace('_', '-')} must be 0 or more")
+    if args.prune_expiry < maintenance.MIN_PRUNE_EXPIRY:
+        raise errors.ConfigError(
+            f"--prune-expiry must be at least {maintenance.MIN_PRUNE_EXPIRY:g} seconds: objects "
+            "arrive shortly before the refs that reach them"
+        )
+    return maintenance.Settings(
+        push_interval=args.maintenance_pushes,
+        interval=args.maintenance_interval,
+        full_repack_interval=args.full_repack_interval,
+        prune_expiry=args.prune_expiry,
+        ref_history=args.ref_history,
+        scrub_interval=args.scrub_interval,
+        permits=args.maintenance_permits,
+    )
 
 
 def _token(path: pathlib.Path, what: str) -> str:
@@ -126,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         )
     peer_token = _token(args.peer_token_file, "peer")
     admin_token = _token(args.admin_token_file, "admin") if args.admin_token_file else peer_token
+    upkeep_settings(args)  # refuses bad values before anything starts
     timing = leading.Timing(
         leader_lease=args.leader_lease,
         follower_lease=args.follower_lease,
@@ -214,15 +298,28 @@ async def _main(
     )
     server.authenticator.load()
     server.metrics.gauges.extend(metrics.gauges(member.report))
+    keeper = upkeep.Upkeep(
+        name=repository.name,
+        member=member,
+        runner=runner,
+        settings=upkeep_settings(args),
+        data=data,
+        token=peer_token,
+        strict=options.fsck_objects,
+    )
+    await keeper.open()
+    server.metrics.gauges.extend(keeper.metrics())
     api = peerapi.PeerApi(
         member,
         git=server.services,
         repository=repository,
         peer_token=peer_token,
         admin_token=admin_token,
+        keeper=keeper,
     )
     if configuration is not None:
         await member.configure(configuration)
+    keeper.start()
     try:
         await listening.serve_many(
             [(server.application(), sockets[0]), (api.application(), sockets[1])],
@@ -231,6 +328,7 @@ async def _main(
             before_stop=lambda: member.leave(args.leave_timeout),
         )
     finally:
+        await keeper.stop()
         await member.close()
         await forwarder.close()
 

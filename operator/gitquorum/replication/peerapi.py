@@ -7,7 +7,11 @@ Routes (every one but ``/healthz`` needs a bearer token):
 - ``GET /replication/git/info/refs``, ``POST /replication/git/git-upload-pack``: git fetch
   of any object, for copies (``catchup``), with the replication token;
 - ``GET /admin/status``, ``PUT /admin/configuration``: the controller's view and its word
-  (``replica``), with the admin token.
+  (``replica``), with the admin token;
+- ``POST /replication/turn``, ``GET /replication/integrity``, ``PUT /admin/upkeep``: turns
+  for maintenance, whether a peer may repair from this replica, the controller's permit
+  (``upkeep``). A replica that found damage in its objects serves no copy or repair
+  (``/replication/snapshot`` and ``/replication/git`` answer 503) until it is repaired.
 
 A prepare's body is a 4-byte big-endian length, that many bytes of JSON, then the
 transaction's pack files back to back. Every message is parsed whole (``messages``,
@@ -27,7 +31,7 @@ from aiohttp import web
 
 from gitquorum import errors
 from gitquorum.protocol import smarthttp
-from gitquorum.replication import membership, messages, replica, versions
+from gitquorum.replication import membership, messages, replica, upkeep, versions
 from gitquorum.server import bodies, clients, repositories, services, writepath
 
 log = logging.getLogger(__name__)
@@ -59,12 +63,14 @@ class PeerApi:
         repository: repositories.Repository,
         peer_token: str,
         admin_token: str,
+        keeper: upkeep.Upkeep | None = None,
     ) -> None:
         self._replica = member
         self._git = git
         self._repository = repository
         self._peer_token = peer_token
         self._admin_token = admin_token
+        self._upkeep = keeper
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._errors], client_max_size=MAX_MESSAGE_BYTES)
@@ -84,6 +90,10 @@ class PeerApi:
         app.router.add_get("/admin/status", self._status)
         app.router.add_put("/admin/configuration", self._configure)
         app.router.add_post("/admin/handoff", self._handoff)
+        if self._upkeep is not None:
+            app.router.add_post("/replication/turn", self._json(self._upkeep.turns.answer))
+            app.router.add_get("/replication/integrity", self._integrity)
+            app.router.add_put("/admin/upkeep", self._permit)
         return app
 
     # -- access ---------------------------------------------------------------------------------
@@ -160,7 +170,15 @@ class PeerApi:
             return {"granted": False, "term": term}
         return {"granted": leadership.grant_lease(lease.replica, lease.applied), "term": term}
 
+    def _require_sound(self) -> None:
+        if self._replica.damage is not None:
+            raise errors.Unavailable(
+                f"replica {self._replica.id} found damage in its objects and is no source "
+                f"until it is repaired: {self._replica.damage}"
+            )
+
     async def _snapshot(self, request: web.Request) -> web.Response:
+        self._require_sound()
         # Read without an await in between: generation, refs and checksum change together
         # (store.apply), so this is one applied state without taking any lock, and a copy
         # never waits for a leader busy completing a transaction.
@@ -185,6 +203,7 @@ class PeerApi:
         return clients.Client(user="replica", address=request.remote or "-", protocol=protocol)
 
     async def _info_refs(self, request: web.Request) -> web.StreamResponse:
+        self._require_sound()
         if request.query.get("service") != UPLOAD_PACK.value:
             raise errors.BadRequest("only git-upload-pack is served here")
         output = self._git.advertise(
@@ -193,6 +212,7 @@ class PeerApi:
         return await _stream(request, output, UPLOAD_PACK.advertisement_type)
 
     async def _upload_pack(self, request: web.Request) -> web.StreamResponse:
+        self._require_sound()
         raw = bodies.chunks(request.content.readany, idle_timeout=60.0)
         decoded = bodies.decode(
             raw, encoding=request.headers.get("Content-Encoding"), limit=MAX_NEGOTIATION_BYTES
@@ -225,6 +245,14 @@ class PeerApi:
             raise errors.BadRequest(f"timeout must be in (0, {MAX_HANDOFF_SECONDS}] seconds")
         answer = await self._replica.hand_off(term=term, successor=successor, timeout=timeout)
         return web.json_response(answer)
+
+    async def _integrity(self, request: web.Request) -> web.Response:
+        assert self._upkeep is not None
+        return web.json_response(self._upkeep.integrity())
+
+    async def _permit(self, request: web.Request) -> web.Response:
+        assert self._upkeep is not None
+        return web.json_response(self._upkeep.permit(messages.decode(await request.read())))
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -94,19 +94,28 @@ def write_loose(repository: pathlib.Path, changes: list[transactions.Change]) ->
     """Moves refs by writing their loose files as git does; False: left to git, unchanged.
 
     A follower applies a transaction on every push, and starting ``git update-ref`` costs
-    more than the write itself. The common case (creates and updates of loose refs, no
-    packed-refs file, no symbolic refs) is done here the way git does it: every ref's
-    ``.lock`` file is created exclusively, its old value checked and the new one written
-    and fsynced, and only then are the locks renamed over the refs. Anything else, and any
-    surprise on the way, goes to git, which has the full rules and the right error messages.
+    more than the write itself. The common case (creates and updates, no symbolic refs) is
+    done here the way git does it: every ref's ``.lock`` file is created exclusively, its old
+    value checked (the loose file's, else packed-refs' entry, which a loose file shadows) and
+    the new one written and fsynced, and only then are the locks renamed over the refs.
+    Anything else, and any surprise on the way, goes to git, which has the full rules and the
+    right error messages. Maintenance packs refs under the same lock as this runs under.
     """
-    if (repository / "packed-refs").exists() or any(c.deletes for c in changes):
+    if any(c.deletes for c in changes):
         return False
+    packed: dict[str, str] | None = None
+    read_packed = False
     locks: list[tuple[pathlib.Path, pathlib.Path]] = []
     try:
         for change in changes:
             path = repository / change.ref
-            if _current(path) != change.old:
+            current = _current(path)
+            if current == _ABSENT:
+                if not read_packed:
+                    packed, read_packed = _packed(repository), True
+                current = _packed_value(packed, change.ref)
+            if current != change.old:
+                _remove(lock for lock, _ in locks)
                 return False
             path.parent.mkdir(parents=True, exist_ok=True)
             lock = path.with_name(path.name + ".lock")
@@ -130,16 +139,61 @@ def write_loose(repository: pathlib.Path, changes: list[transactions.Change]) ->
     return True
 
 
+_ABSENT = "absent"
+
+
 def _current(path: pathlib.Path) -> str | None:
-    """The object a loose ref names, ZERO_ID if absent, None if it is not a plain ref."""
+    """The object a loose ref names, ``_ABSENT`` without a file, None if it is not a plain
+    ref."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        return transactions.ZERO_ID
+        return _ABSENT
     except OSError:
         return None
     value = text.strip()
     return value if len(value) in (40, 64) and not value.startswith("ref:") else None
+
+
+MAX_PACKED_REFS_BYTES = 64 * 1024
+"""Above this (some 700 refs) reading packed-refs here costs more than starting git."""
+
+
+def _packed(repository: pathlib.Path) -> dict[str, str] | None:
+    """packed-refs as a map (empty without the file); None when it is large, or a line is
+    not ``<id> <ref>``, a peeled ``^<id>`` or the header: git decides then."""
+    path = repository / "packed-refs"
+    try:
+        if path.stat().st_size > MAX_PACKED_REFS_BYTES:
+            return None
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError:
+        return None
+    refs: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith(("#", "^")):
+            continue
+        object_id, _, ref = line.partition(" ")
+        if len(object_id) not in (40, 64) or not ref.startswith("refs/"):
+            return None
+        refs[ref] = object_id
+    return refs
+
+
+def _packed_value(packed: dict[str, str] | None, ref: str) -> str | None:
+    """A ref's packed value, ZERO_ID if it has none; None when git must decide: packed-refs
+    unread, or a packed ref that is a directory of this one or lies below it (a conflict git
+    refuses, and that no loose file would show here)."""
+    if packed is None:
+        return None
+    parts = ref.split("/")
+    if any("/".join(parts[:n]) in packed for n in range(2, len(parts))):
+        return None
+    if any(name.startswith(ref + "/") for name in packed):
+        return None
+    return packed.get(ref, transactions.ZERO_ID)
 
 
 def _remove(paths: Iterable[pathlib.Path]) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gitquorum import errors
@@ -73,6 +74,10 @@ class Replica:
         self._background: set[asyncio.Future[None]] = set()
         self._transition_until = float("-inf")
         self.started = time.monotonic()
+        self.damage: str | None = None
+        """What a scrub found wrong with the objects here, until a repair is verified: no
+        reads are served meanwhile (``upkeep``)."""
+        self.upkeep_report: Callable[[], reports.Upkeep | None] = lambda: None
 
     @property
     def role(self) -> Role:
@@ -87,6 +92,8 @@ class Replica:
     @property
     def readable(self) -> bool:
         """Whether this replica may serve reads now without serving a stale state."""
+        if self.damage is not None:
+            return False
         if self.leadership is not None:
             return self.leadership.readable
         return self.following.readable
@@ -258,11 +265,14 @@ class Replica:
             refs=len(self.store.refs),
             protocol=reports.Protocol(**versions.describe()),
             leading=None if self.leadership is None else self.leadership.describe(),
+            upkeep=self.upkeep_report(),
         )
 
     def _sync_state(self) -> str:
         if self.store.state.rebuilding or self.following.copying:
             return "Rebuilding"
+        if self.damage is not None:
+            return "Damaged"
         if self.leadership is not None:
             return "InSync" if self.leadership.ready else "Promoting"
         return self.following.sync.value

@@ -30,6 +30,115 @@ class Protocol:
 
 
 @dataclasses.dataclass(frozen=True)
+class Run:
+    """One maintenance, scrub or repair: when it ended, what came of it, how long it took."""
+
+    at: float
+    """Wall-clock seconds since the epoch when it ended."""
+    outcome: str
+    """``ok``, ``damaged`` (a scrub found damage), ``failed`` or ``cancelled``."""
+    seconds: float
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "outcome": self.outcome,
+            "seconds": self.seconds,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> "Run | None":
+        if not isinstance(value, Mapping):
+            return None
+        try:
+            return cls(
+                at=float(value["at"]),
+                outcome=str(value["outcome"]),
+                seconds=float(value["seconds"]),
+                detail=str(value.get("detail") or ""),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Upkeep:
+    """A replica's maintenance and integrity (``replication/upkeep.py``): the figures of its
+    repository, its last runs, what is due, and whether it found damage."""
+
+    packs: int = 0
+    cruft_packs: int = 0
+    loose_objects: int = 0
+    size_bytes: int = 0
+    """Packs and loose objects on disk."""
+    damaged: bool = False
+    """A scrub found damage that no repair has verified away yet: no reads are served."""
+    damage: str = ""
+    due: tuple[str, ...] = ()
+    """Work waiting for its turn (or for a permit): ``maintenance``, ``scrub``."""
+    running: str = ""
+    permits: bool = False
+    """Whether this replica works only under its controller's permit."""
+    permit_seconds: float = 0.0
+    """How long the current permit lasts."""
+    last_maintenance: Run | None = None
+    last_scrub: Run | None = None
+    last_repair: Run | None = None
+    last_full_repack: float | None = None
+    turns: Mapping[str, Any] | None = None
+    """The leader's book of turns (holder, waiting)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "packs": self.packs,
+            "cruftPacks": self.cruft_packs,
+            "looseObjects": self.loose_objects,
+            "sizeBytes": self.size_bytes,
+            "damaged": self.damaged,
+            "damage": self.damage,
+            "due": list(self.due),
+            "running": self.running,
+            "permits": self.permits,
+            "permitSeconds": self.permit_seconds,
+            "lastMaintenance": None
+            if self.last_maintenance is None
+            else self.last_maintenance.to_json(),
+            "lastScrub": None if self.last_scrub is None else self.last_scrub.to_json(),
+            "lastRepair": None if self.last_repair is None else self.last_repair.to_json(),
+            "lastFullRepack": self.last_full_repack,
+            **({} if self.turns is None else {"turns": dict(self.turns)}),
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> "Upkeep | None":
+        """Lenient: a replica of another release may send more, less or nothing."""
+        if not isinstance(value, Mapping):
+            return None
+        due = value.get("due")
+        full = value.get("lastFullRepack")
+        turns = value.get("turns")
+        return cls(
+            packs=_count(value.get("packs")),
+            cruft_packs=_count(value.get("cruftPacks")),
+            loose_objects=_count(value.get("looseObjects")),
+            size_bytes=_count(value.get("sizeBytes")),
+            damaged=value.get("damaged") is True,
+            damage=str(value.get("damage") or ""),
+            due=tuple(str(item) for item in due) if isinstance(due, list) else (),
+            running=str(value.get("running") or ""),
+            permits=value.get("permits") is True,
+            permit_seconds=_seconds(value.get("permitSeconds")),
+            last_maintenance=Run.from_json(value.get("lastMaintenance")),
+            last_scrub=Run.from_json(value.get("lastScrub")),
+            last_repair=Run.from_json(value.get("lastRepair")),
+            last_full_repack=None if full is None else _seconds(full),
+            turns=turns if isinstance(turns, Mapping) else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class ReplicaStatus:
     """One replica's own account of itself."""
 
@@ -65,6 +174,8 @@ class ReplicaStatus:
     """None for a replica of a release before versions: it speaks version 1 only."""
     leading: Mapping[str, Any] | None = None
     """The leader's view of its followers (reachable, generation, in sync)."""
+    upkeep: Upkeep | None = None
+    """Maintenance and integrity; None from a replica of a release before them."""
 
     @property
     def leads(self) -> bool:
@@ -98,6 +209,7 @@ class ReplicaStatus:
             "refs": self.refs,
             "protocol": None if self.protocol is None else dataclasses.asdict(self.protocol),
             **({} if self.leading is None else {"leading": dict(self.leading)}),
+            **({} if self.upkeep is None else {"upkeep": self.upkeep.to_json()}),
         }
 
     @classmethod
@@ -129,7 +241,18 @@ class ReplicaStatus:
             refs=int(data.get("refs") or 0),
             protocol=_protocol(data.get("protocol")),
             leading=_optional_mapping(data, "leading"),
+            upkeep=Upkeep.from_json(data.get("upkeep")),
         )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return 0.0
+    return float(value)
 
 
 def _whole(value: object, what: str) -> int:

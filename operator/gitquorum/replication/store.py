@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from gitquorum import errors
-from gitquorum.replication import checksum, decisions, refstore, state, transactions
+from gitquorum.replication import checksum, decisions, history, refstore, state, transactions
 from gitquorum.server import spawning
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,9 @@ class Store:
         self.checksum = checksum.EMPTY
         self.head = f"refs/heads/{default_branch}"
         self._saving = asyncio.Lock()
+        self.history = history.History()
+        """Ref values replaced lately, recorded before the refs move: maintenance keeps what
+        they reach (``housekeeping``)."""
 
     @property
     def git_dir(self) -> str:
@@ -192,6 +195,12 @@ class Store:
         await asyncio.to_thread(transactions.fsync_directory, staging)
 
     async def record_prepared(self, transaction: transactions.Transaction) -> None:
+        # Before any ref moves: on the leader, git moves them once this is recorded.
+        self.history.record(
+            change.old
+            for change in transaction.changes
+            if change.old != transactions.ZERO_ID and change.old != change.new
+        )
         previous = self.state.prepared
         await self.update(prepared=transaction)
         if previous is not None and previous.id != transaction.id:
@@ -286,6 +295,7 @@ class Store:
     ) -> None:
         """Makes the refs equal to a peer's snapshot, whose objects are already fetched."""
         changes = refstore.differences(self.refs, dict(refs))
+        self.history.record(c.old for c in changes if c.old != transactions.ZERO_ID)
         await refstore.apply(self._runner, self.git_dir, changes, check_old=False)
         if head != self.head:
             await refstore.set_head(self._runner, self.git_dir, head)

@@ -213,6 +213,9 @@ def link_into(source: pathlib.Path, staging: pathlib.Path, files: Iterable[PackF
         target = staging / file.name
         if not target.exists():
             os.link(source / file.name, target)
+        # Fresh from now on (the quarantine's file is the same inode): maintenance expires
+        # unreachable objects by their pack's age, and these reach the refs only later.
+        os.utime(target)
         fsync_file(target)
     fsync_directory(staging)
 
