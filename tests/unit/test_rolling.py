@@ -193,3 +193,16 @@ def test_slots_bound_the_repositories_rolling_at_once():
     assert slots.take("a"), "a repository keeps its slot until its update is done"
     slots.release("a")
     assert slots.take("c")
+
+
+def test_switchover_asked_away_from_a_damaged_leader():
+    from gitquorum.kube import updating
+
+    observed = {
+        "r-1": replica("r-1", report=report(state="Damaged")),
+        "r-2": replica("r-2"),
+        "r-3": replica("r-3"),
+    }
+    part = updating.Updating.__new__(updating.Updating)
+    asked = part._switchover_asked({"metadata": {"name": "r"}}, durable(), observed)
+    assert asked is not None and asked[0] == "r-2" and "damaged" in asked[1]

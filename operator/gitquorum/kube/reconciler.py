@@ -111,6 +111,7 @@ class Reconciler(observing.Observing, ensuring.Ensuring, updating.Updating):
         if durable.leader is not None and durable.term > 0:
             await self._configure(durable, observed, memory)
         self._report_divergence(body, durable, observed, memory)
+        self._report_damage(body, observed, memory)
         self._report_cordoned(body, observed, memory)
         await self._label_serving(body, observed, pods)
         await self._converge(body, durable, observed, pods, claims, spec)
@@ -148,6 +149,27 @@ class Reconciler(observing.Observing, ensuring.Ensuring, updating.Updating):
         self.metrics.decisions.inc((step.kind.value,))
         self._event(body, memory, "Normal", step.kind.value, step.message, always=True)
         return body, step.durable, step, None
+
+    def _report_damage(
+        self,
+        body: context.Body,
+        observed: Mapping[str, planning.Observed],
+        memory: context.Memory,
+    ) -> None:
+        damaged = sorted(
+            item.name
+            for item in observed.values()
+            if item.report is not None and item.report.state == updating.DAMAGED
+        )
+        if damaged:
+            self._event(
+                body,
+                memory,
+                "Warning",
+                "ReplicaDamaged",
+                f"the scrub of {', '.join(damaged)} found damaged or missing objects: it serves "
+                "no reads and repairs itself from an undamaged replica",
+            )
 
     def _report_divergence(
         self,

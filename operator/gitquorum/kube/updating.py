@@ -12,6 +12,9 @@ from gitquorum.kube.spec import RepositorySpec
 
 log = logging.getLogger("gitquorum.kube.reconciler")
 
+DAMAGED = "Damaged"
+"""The state of a replica whose scrub found damaged or missing objects (it repairs itself)."""
+
 
 class Updating(context.Context):
     """Rolling updates and switchovers."""
@@ -104,6 +107,10 @@ class Updating(context.Context):
         if leader is not None and leader.deleting and leader.report is not None:
             target = rolling.switchover_target(durable, observed)
             return (target, f"leader pod {leader.name} is being deleted") if target else None
+        if leader is not None and leader.report is not None and leader.report.state == DAMAGED:
+            # It serves nothing while it repairs: another replica leads meanwhile.
+            target = rolling.switchover_target(durable, observed)
+            return (target, f"leader {leader.name} found damaged objects") if target else None
         wanted = ((body["metadata"].get("annotations")) or {}).get(names.SWITCHOVER)
         if wanted is None:
             return None
