@@ -273,6 +273,8 @@ def test_chart_operator_command_is_explicit(helm: str) -> None:
         "20",
         "--max-concurrent-updates",
         "2",
+        "--max-maintenance-per-node",
+        "1",
         "--log-level",
         "INFO",
     ]

@@ -61,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "never restarts every repository together (%(default)s)",
     )
     parser.add_argument(
+        "--max-maintenance-per-node",
+        type=int,
+        default=1,
+        help="replicas of repositories with a maintenance window that maintain or scrub on one "
+        "node at a time (%(default)s)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
 
@@ -71,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     if args.node_loss_grace <= 0 or args.leader_timeout <= 0:
         raise errors.ConfigError("--node-loss-grace and --leader-timeout must be positive")
-    if args.max_concurrent_updates < 1:
-        raise errors.ConfigError("--max-concurrent-updates must be at least 1")
+    if args.max_concurrent_updates < 1 or args.max_maintenance_per_node < 1:
+        raise errors.ConfigError(
+            "--max-concurrent-updates and --max-maintenance-per-node must be at least 1"
+        )
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it
     host, port = server_settings.parse_listen(args.metrics_listen)
@@ -92,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 node_loss_grace=args.node_loss_grace,
                 leader_timeout=args.leader_timeout,
                 max_concurrent_updates=args.max_concurrent_updates,
+                max_maintenance_per_node=args.max_maintenance_per_node,
             ),
             signals=(signal.SIGTERM, signal.SIGINT),
         )

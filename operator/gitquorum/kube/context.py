@@ -41,6 +41,9 @@ class Settings:
     """Seconds a bound replica pod may show no address, or its replica stay silent, before the
     pod is read again from the API server: a watch that stalls silently must not leave the
     operator blind (the cache is then corrected for this pass, and the metric counts it)."""
+    max_maintenance_per_node: int = 1
+    """Replicas (of all repositories) that maintain or scrub on one node at a time, for
+    repositories with a maintenance window."""
     resync_interval: float = 60.0
     """Seconds between checks of the objects around the replicas (Secrets, Service, PDB,
     NetworkPolicy) while the spec does not change: a steady pass makes no API request."""
@@ -98,6 +101,8 @@ class Context:
         self.started = clock()
         self.updating = rolling.Slots(settings.max_concurrent_updates)
         """Repositories (uids) in a rolling update."""
+        self.upkeep_permits: dict[str, dict[str, float]] = {}
+        """Per node: the replicas (``uid/name``) holding a maintenance permit, until when."""
 
     async def _write(
         self,

@@ -118,6 +118,9 @@ def _replica_pod(
     ]
     if spec.anonymous_read:
         command.append("--anonymous-read")
+    if spec.maintenance_window:
+        # Maintenance and scrubs only under the operator's permits, inside the window.
+        command.append("--maintenance-permits")
     resources: Manifest = {"requests": dict(spec.requests)}
     if spec.limits:
         resources["limits"] = dict(spec.limits)

@@ -25,6 +25,7 @@ from gitquorum.kube import (
     planning,
     rolling,
     updating,
+    upkeeping,
 )
 from gitquorum.kube.context import Memory, Notes, Settings
 from gitquorum.kube.metrics import OperatorMetrics
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Memory", "Notes", "Reconciler", "Settings"]
 
 
-class Reconciler(observing.Observing, ensuring.Ensuring, updating.Updating):
+class Reconciler(observing.Observing, ensuring.Ensuring, updating.Updating, upkeeping.Upkeeping):
     """One repository's passes; keeps only caches of what is stored elsewhere."""
 
     def __init__(
@@ -60,6 +61,9 @@ class Reconciler(observing.Observing, ensuring.Ensuring, updating.Updating):
         """Drops what was kept for a deleted repository, closing its connections."""
         repository = self.repositories.pop(uid, None)
         self.updating.release(uid)
+        for keys in self.upkeep_permits.values():
+            for key in [key for key in keys if key.startswith(f"{uid}/")]:
+                del keys[key]
         if repository is not None and repository.peers is not None:
             await repository.peers.close()
 
@@ -110,6 +114,7 @@ class Reconciler(observing.Observing, ensuring.Ensuring, updating.Updating):
             )
         if durable.leader is not None and durable.term > 0:
             await self._configure(durable, observed, memory)
+            await self._permit_upkeep(body, spec, observed, memory)
         self._report_divergence(body, durable, observed, memory)
         self._report_damage(body, observed, memory)
         self._report_cordoned(body, observed, memory)

@@ -28,6 +28,7 @@ class Options:
     node_loss_grace: float
     leader_timeout: float
     max_concurrent_updates: int = 2
+    max_maintenance_per_node: int = 1
 
 
 async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -> int:
@@ -62,6 +63,7 @@ async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -
             node_loss_grace=options.node_loss_grace,
             leader_timeout=options.leader_timeout,
             max_concurrent_updates=options.max_concurrent_updates,
+            max_maintenance_per_node=options.max_maintenance_per_node,
         ),
         events=handlers.post_event,
         metrics=registry_metrics,

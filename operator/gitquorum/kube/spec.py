@@ -43,6 +43,8 @@ class RepositorySpec:
     """RollingUpdate: the operator replaces outdated replicas; OnDelete: it only reports them."""
     cordoned_node_grace: int = CORDONED_NODE_GRACE
     """Seconds before a replica evicted from a cordoned node is rebuilt elsewhere; -1: never."""
+    maintenance_window: Mapping[str, Any] | None = None
+    """``spec.maintenance.window`` as given (``kube/windows.py`` reads it); None: any time."""
 
     @classmethod
     def from_body(cls, spec: Mapping[str, Any]) -> "RepositorySpec":
@@ -80,6 +82,7 @@ class RepositorySpec:
             cordoned_node_grace=_grace(
                 (spec.get("maintenance") or {}).get("cordonedNodeGraceSeconds")
             ),
+            maintenance_window=(spec.get("maintenance") or {}).get("window") or None,
         )
 
 
