@@ -241,3 +241,25 @@ def test_rejects_unknown_protocol_version(replicas: Replicas) -> None:
         assert "protocol version 99" in json.loads(error.read())["reason"]
     else:
         raise AssertionError("a message of protocol version 99 was accepted")
+
+
+def test_follower_on_sigterm_gives_its_read_lease_back(
+    git: Git, replicas: Replicas, tmp_path: pathlib.Path
+) -> None:
+    """A follower that shuts down stops serving reads and tells the leader, which then need
+    not wait for that lease to lapse before acknowledging the next push."""
+    work = _work(git, tmp_path)
+    git.run("push", "-q", replicas.url("r0"), "main", cwd=work)
+    replicas.wait_in_sync()
+    leaving = replicas.processes.pop("r2")
+    leaving.send_signal(signal.SIGTERM)
+    waiting.until(
+        "the leader to record r2's lease given back",
+        lambda: "r2 gave its read lease back" in replicas.log("r0"),
+        timeout=10,
+        seen=lambda: replicas.log("r0")[-1500:],
+    )
+    leaving.wait(timeout=30)
+    head = git.commit(work, "file", "after r2 left\n")
+    git.run("push", "-q", replicas.url("r1"), "main", cwd=work)
+    assert git.out("ls-remote", replicas.url("r1"), "refs/heads/main").split()[0] == head

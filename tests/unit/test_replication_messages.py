@@ -456,3 +456,14 @@ def test_rejects_second_leader_in_a_term() -> None:
     answer = asyncio.run(follower.following.heartbeat(_with(HEARTBEAT, leader="r2", settled=False)))
     assert answer["ok"] is False and "led by r0" in answer["reason"]
     assert follower.adopted == []
+
+
+def test_lease_release_is_optional_and_parsed() -> None:
+    assert messages.LeaseRequest.parse(LEASE).release is False
+    assert messages.LeaseRequest.parse(_with(LEASE, release=True)).release is True
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_rejects_lease_release_that_is_not_a_boolean(value: object) -> None:
+    with pytest.raises(errors.MalformedMessage):
+        messages.LeaseRequest.parse(_with(LEASE, release=value))

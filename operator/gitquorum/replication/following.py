@@ -70,6 +70,8 @@ class Following:
         self._lease_task: asyncio.Task[None] | None = None
         self._copy_task: asyncio.Task[None] | None = None
         self._copy_failed_at = float("-inf")
+        self._released = False
+        """Set once this replica gave its read lease back for good (it is shutting down)."""
 
     def follow(self, leader: membership.Member | None) -> None:
         """Starts (or redirects) lease requests to the current leader."""
@@ -78,7 +80,7 @@ class Following:
             if self._copy_task is not None:
                 self._copy_task.cancel()  # copying from a deposed leader could hang forever
         self.leader = leader
-        if self._lease_task is None and leader is not None:
+        if self._lease_task is None and leader is not None and not self._released:
             self._lease_task = asyncio.ensure_future(self._leases())
 
     async def stop(self) -> None:
@@ -108,6 +110,31 @@ class Following:
                     where,
                 )
         self._lease_task = self._copy_task = None
+
+    async def release(self) -> None:
+        """Stops serving reads, then tells the leader, which may then acknowledge writes
+        without waiting for this follower's lease (it is shutting down)."""
+        self._released = True
+        self.lease_end = float("-inf")
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            self._lease_task = None
+        leader = self.leader
+        if leader is None:
+            return
+        applied = self._store.applied
+        message = {
+            "term": self._store.state.term,
+            "replica": self.replica,
+            "generation": applied.generation,
+            "transaction": applied.transaction,
+            "checksum": applied.checksum,
+            "release": True,
+        }
+        with contextlib.suppress(peerclient.PeerError):
+            await self._peers.call(
+                leader.peer_url, "/replication/lease", message, timeout=self._timing.heartbeat * 4
+            )
 
     @property
     def readable(self) -> bool:

@@ -258,6 +258,10 @@ class LeaseRequest:
     replica: str
     applied: decisions.Applied
     """The follower's applied state."""
+    release: bool = False
+    """The follower stops serving reads (it is shutting down): the leader need not wait for
+    its lease before acknowledging a write it has not applied. Optional: older followers never
+    send it, older leaders ignore it (and only wait longer)."""
 
     @classmethod
     def parse(cls, message: Mapping[str, Any]) -> "LeaseRequest":
@@ -265,4 +269,5 @@ class LeaseRequest:
             term=integer(field(message, "term"), "term"),
             replica=replica_id(field(message, "replica"), "replica"),
             applied=_applied(message),
+            release=boolean(message.get("release", False), "release"),
         )

@@ -168,6 +168,9 @@ class PeerApi:
         term = self._replica.store.state.term
         if leadership is None or lease.term != term:
             return {"granted": False, "term": term}
+        if lease.release:
+            leadership.release_lease(lease.replica)
+            return {"granted": False, "term": term}
         return {"granted": leadership.grant_lease(lease.replica, lease.applied), "term": term}
 
     def _require_sound(self) -> None:

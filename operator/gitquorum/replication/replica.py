@@ -137,6 +137,7 @@ class Replica:
         move leadership away, so that pushes in flight finish and new ones are held, not cut."""
         deadline = time.monotonic() + timeout
         if self.leadership is None:
+            await self.following.release()
             return
         log.info("stopping while leading term %s: waiting for a switchover", self.store.state.term)
         while self.leadership is not None and time.monotonic() < deadline:
