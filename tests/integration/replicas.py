@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from gitquorum.replication import membership
+from gitquorum.replication import invocation, membership
 from tests import waiting
 from tests.integration import helpers
 
@@ -78,19 +78,16 @@ class Replicas:
     def start(self, replica: str) -> None:
         self.data(replica).mkdir(parents=True, exist_ok=True)
         port, peer_port = self.ports[replica]
-        command = [
-            sys.executable, "-m", "gitquorum", "replica",
-            "--id", replica,
-            "--data", str(self.data(replica)),
-            "--listen", f"127.0.0.1:{port}",
-            "--peer-listen", f"127.0.0.1:{peer_port}",
-            "--peer-token-file", str(self.token_file),
-            "--auth-file", str(self.auth_file),
-            "--anonymous-read",
-            "--prepare-timeout", "2",
-            "--log-level", "DEBUG",
-            *self.extra_args,
-        ]  # fmt: skip
+        command = invocation.ReplicaCommand(
+            replica=replica,
+            data=str(self.data(replica)),
+            listen=f"127.0.0.1:{port}",
+            peer_listen=f"127.0.0.1:{peer_port}",
+            peer_token_file=str(self.token_file),
+            auth_file=str(self.auth_file),
+            anonymous_read=True,
+            extra=("--prepare-timeout", "2", "--log-level", "DEBUG", *self.extra_args),
+        ).argv(program=(sys.executable, "-m", "gitquorum"))
         with (self.data(replica) / "replica.log").open("ab") as output:
             self.processes[replica] = subprocess.Popen(
                 command, stdout=output, stderr=subprocess.STDOUT, env=dict(os.environ)

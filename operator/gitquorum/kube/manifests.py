@@ -13,7 +13,7 @@ from typing import Any
 
 from gitquorum.kube import names
 from gitquorum.kube.spec import RepositorySpec
-from gitquorum.replication import decisions
+from gitquorum.replication import decisions, invocation
 
 Manifest = dict[str, Any]
 
@@ -94,33 +94,20 @@ def _replica_pod(
     owner: Mapping[str, Any], replica: str, spec: RepositorySpec, *, image: str
 ) -> Manifest:
     repository = owner["metadata"]["name"]
-    command = [
-        "gitquorum",
-        "replica",
-        "--id",
-        replica,
-        "--name",
-        repository,
-        "--data",
-        DATA_MOUNT,
-        "--listen",
-        f"0.0.0.0:{names.GIT_PORT}",
-        "--peer-listen",
-        f"0.0.0.0:{names.PEER_PORT}",
-        "--peer-token-file",
-        f"{REPLICATION_MOUNT}/peer-token",
-        "--admin-token-file",
-        f"{REPLICATION_MOUNT}/admin-token",
-        "--auth-file",
-        f"{AUTH_MOUNT}/users",
-        "--leave-timeout",
-        str(LEAVE_SECONDS),
-    ]
-    if spec.anonymous_read:
-        command.append("--anonymous-read")
-    if spec.maintenance_window:
+    command = invocation.ReplicaCommand(
+        replica=replica,
+        name=repository,
+        data=DATA_MOUNT,
+        listen=f"0.0.0.0:{names.GIT_PORT}",
+        peer_listen=f"0.0.0.0:{names.PEER_PORT}",
+        peer_token_file=f"{REPLICATION_MOUNT}/peer-token",
+        admin_token_file=f"{REPLICATION_MOUNT}/admin-token",
+        auth_file=f"{AUTH_MOUNT}/users",
+        anonymous_read=spec.anonymous_read,
+        leave_timeout=LEAVE_SECONDS,
         # Maintenance and scrubs only under the operator's permits, inside the window.
-        command.append("--maintenance-permits")
+        maintenance_permits=spec.maintenance_window is not None,
+    ).argv()
     resources: Manifest = {"requests": dict(spec.requests)}
     if spec.limits:
         resources["limits"] = dict(spec.limits)

@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 from gitquorum.local import links
-from gitquorum.replication import decisions, membership, peerclient
+from gitquorum.replication import decisions, invocation, membership, peerclient
 from gitquorum.server import auth, passwords
 
 log = logging.getLogger(__name__)
@@ -165,27 +165,16 @@ class Controller:
 
     def _start(self, replica: Process) -> None:
         replica.data.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "gitquorum",
-            "replica",
-            "--id",
-            replica.id,
-            "--data",
-            str(replica.data),
-            "--name",
-            self.options.name,
-            "--listen",
-            f"{LOOPBACK}:{replica.port}",
-            "--peer-listen",
-            f"{LOOPBACK}:{replica.peer_port}",
-            "--peer-token-file",
-            str(self.directory / "token"),
-            "--auth-file",
-            str(self.directory / "users"),
-            *self.options.replica_arguments,
-        ]
+        command = invocation.ReplicaCommand(
+            replica=replica.id,
+            data=str(replica.data),
+            name=self.options.name,
+            listen=f"{LOOPBACK}:{replica.port}",
+            peer_listen=f"{LOOPBACK}:{replica.peer_port}",
+            peer_token_file=str(self.directory / "token"),
+            auth_file=str(self.directory / "users"),
+            extra=self.options.replica_arguments,
+        ).argv(program=(sys.executable, "-m", "gitquorum"))
         with (replica.data / "replica.log").open("ab") as output:
             replica.process = subprocess.Popen(
                 command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
