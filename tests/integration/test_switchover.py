@@ -263,3 +263,33 @@ def test_follower_on_sigterm_gives_its_read_lease_back(
     head = git.commit(work, "file", "after r2 left\n")
     git.run("push", "-q", replicas.url("r1"), "main", cwd=work)
     assert git.out("ls-remote", replicas.url("r1"), "refs/heads/main").split()[0] == head
+
+
+def test_request_to_a_replica_not_configured_yet_waits_for_its_configuration(
+    git: Git, replicas: Replicas, tmp_path: pathlib.Path
+) -> None:
+    """A Service may still send a client to the address of a replaced pod, which the new pod
+    now holds before its controller configured it: the request waits, it does not fail."""
+    work = _work(git, tmp_path)
+    git.run("push", "-q", replicas.url("r0"), "main", cwd=work)
+    replicas.wait_in_sync()
+    replicas.kill("r2")
+    replicas.extra_args = ()  # the default hold (10 s), not the fixture's short one
+    replicas.start("r2")  # not configured yet
+    outcome: list[object] = []
+    reader = threading.Thread(
+        target=lambda: outcome.append(
+            git.run("ls-remote", replicas.url("r2"), "refs/heads/main", check=False)
+        )
+    )
+    reader.start()
+    waiting.until(
+        "the new replica to hold the read",
+        lambda: "holding a read request" in replicas.log("r2"),
+        timeout=10,
+    )
+    replicas.configure("r2")
+    reader.join(timeout=30)
+    result = outcome[0]
+    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    assert result.stdout.split()[0] == git.out("rev-parse", "HEAD", cwd=work)  # type: ignore[attr-defined]

@@ -292,9 +292,7 @@ async def _main(
         middlewares=(forwarder.middleware,),
         # Ready also while the leader changes: requests are held then, not refused, and a
         # Service with no ready replica for that moment would refuse every client.
-        not_ready=lambda: (
-            None if member.readable or member.in_transition else _why_not_ready(member)
-        ),
+        not_ready=lambda: None if _serves_clients(member) else _why_not_ready(member),
     )
     server.authenticator.load()
     server.metrics.gauges.extend(metrics.gauges(member.report))
@@ -331,6 +329,13 @@ async def _main(
         await keeper.stop()
         await member.close()
         await forwarder.close()
+
+
+def _serves_clients(member: replica.Replica) -> bool:
+    """Ready for the Service: readable, or in a leader change (requests are held then, and a
+    Service with no ready replica would refuse every client); not before the first
+    configuration, though a request that reaches it then is held until it comes."""
+    return member.readable or (member.in_transition and member.configuration is not None)
 
 
 def _why_not_ready(member: replica.Replica) -> str:

@@ -100,6 +100,7 @@ class Forwarder:
     async def _route(self, wanted: str, hops: list[str]) -> membership.Member | None:
         """None to serve here, or the leader to forward to; holds during a leader change."""
         deadline = time.monotonic() + self._hold
+        held = False
         while True:
             if self._serves(wanted):
                 return None
@@ -108,6 +109,9 @@ class Forwarder:
                 return leader
             if not self._replica.in_transition or time.monotonic() >= deadline:
                 raise errors.Unavailable(self._why(wanted, leader, hops))
+            if not held:
+                held = True
+                log.debug("holding a %s request while the leader changes", wanted)
             await asyncio.sleep(HOLD_POLL)
 
     def _why(self, wanted: str, leader: membership.Member | None, hops: list[str]) -> str:

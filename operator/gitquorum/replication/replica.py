@@ -72,8 +72,11 @@ class Replica:
         )
         self._changing = asyncio.Lock()
         self._background: set[asyncio.Future[None]] = set()
-        self._transition_until = float("-inf")
         self.started = time.monotonic()
+        # Starting counts as a transition: a client may reach a new replica before its
+        # controller has configured it (a Service still naming the address of the pod it
+        # replaced); the request waits for the configuration rather than failing.
+        self._transition_until = self.started + timing.handoff
         self.damage: str | None = None
         """What a scrub found wrong with the objects here, until a repair is verified: no
         reads are served meanwhile (``upkeep``)."""
