@@ -10,16 +10,34 @@ STAMP := $(VENV)/.installed
 
 setup: venv binaries ## virtualenv, package with test extras, cached Kubernetes binaries
 
-venv: $(STAMP)
-$(STAMP): pyproject.toml
-	@echo "==> virtualenv $(VENV) and the package with its test extras"
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test]'
-	@touch $(STAMP)
+# Setup prints one line per step: what it did, the time it took, and the log holding the step's
+# whole output (pip's and setuptools' chatter, go's download lines); a failed step shows the
+# log's last lines. hack/build-binaries.sh prints its components in the same columns.
+LOGS := $(VENV)/logs
+now = $$(( $${EPOCHREALTIME/[.,]/} / 100000 ))
+# $(call step,NAME,WHAT,COMMAND): run COMMAND with its output in $(LOGS)/NAME.log.
+step = start=$(now); \
+	( $(3) ) >$(LOGS)/$(1).log 2>&1 || { \
+	  echo "$(1): failed; the last lines of $(LOGS)/$(1).log:" >&2; \
+	  tail -n 30 $(LOGS)/$(1).log | sed 's/^/    /' >&2; exit 1; }; \
+	took=$$(( $(now) - start )); \
+	printf '%-24s %-52s %4d.%d s  log: %s\n' '$(1)' "$(2)" $$((took / 10)) $$((took % 10)) \
+	  $(LOGS)/$(1).log
+
+# Installs again when pyproject.toml changed since the last complete install (the stamp).
+venv:
+	@if [[ -x $(BIN)/python && -e $(STAMP) && ! pyproject.toml -nt $(STAMP) ]]; then \
+	  printf '%-24s %-52s %4d.%d s\n' venv "$(VENV) up to date with pyproject.toml" 0 0; \
+	  exit 0; \
+	fi; \
+	mkdir -p $(LOGS); \
+	$(call step,venv,$(VENV) with $$($(BIN)/python -V),test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)); \
+	$(call step,pip,pip upgraded,$(BIN)/python -m pip install --upgrade pip); \
+	$(call step,package,gitquorum and its test extras installed (editable),\
+	  $(BIN)/python -m pip install --progress-bar off -e '.[test]'); \
+	touch $(STAMP)
 
 binaries:
-	@echo "==> Kubernetes, etcd and helm binaries (built once from the Go module proxy, cached)"
 	@hack/build-binaries.sh >/dev/null
 
 lint: venv

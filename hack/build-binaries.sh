@@ -5,6 +5,10 @@
 #   hack/build-binaries.sh            build (or reuse) and print the cache directory last
 #   hack/build-binaries.sh --print    print the cache directory only
 #
+# Progress goes to stderr, one line per component with the time it took; each component's
+# full output (go's download and compiler lines) goes to a log under the cache, named on its
+# line, and the log's last lines are shown when the component fails.
+#
 # Versions are pinned here and nowhere else; the cache key is the version set, so changing a
 # pin builds into a new directory and never mixes binaries of two versions.
 set -euo pipefail
@@ -15,73 +19,67 @@ HELM_VERSION=${HELM_VERSION:-v3.21.4}
 
 cache_root=${GITQUORUM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gitquorum}
 out="$cache_root/bin/kube-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
+logs="$cache_root/logs"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler helm)
 
 if [[ "${1:-}" == "--print" ]]; then echo "$out"; exit 0; fi
 
+# Tenths of a second since the epoch; EPOCHREALTIME has microseconds behind a locale's point.
+now() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 100000)); }
+started=$(now)
+# line NAME WHAT START [WHERE]: a progress line in the columns the Makefile's setup uses, with
+# the time since START (none when START is empty) and where to look.
+line() {
+  local took
+  if [[ -n $3 ]]; then
+    took=$(($(now) - $3))
+    printf '%-24s %-52s %4d.%d s%s\n' "$1" "$2" $((took / 10)) $((took % 10)) "${4:+  $4}" >&2
+  else
+    printf '%-24s %-52s %7s%s\n' "$1" "$2" "" "${4:+  $4}" >&2
+  fi
+}
+die() { echo "build-binaries: $*" >&2; exit 1; }
+
 complete() { for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
 if complete; then
-  echo "binaries: cached in $out" >&2
+  line binaries "all ${#binaries[@]} cached" "$started" "in: $out"
   echo "$out"
   exit 0
 fi
 
-say() { printf '[build %4ds] %s\n' "$SECONDS" "$*" >&2; }
-die() { echo "build-binaries: $*" >&2; exit 1; }
+# step NAME WHAT COMMAND...: runs COMMAND (a function or a program) in a subshell with errexit
+# on and its output in $logs/NAME.log, then prints its line; on failure, the log's tail.
+step() {
+  local name=$1 what=$2 log="$logs/$1.log" start status
+  shift 2
+  start=$(now)
+  set +e
+  (set -e; "$@") >"$log" 2>&1
+  status=$?
+  set -e
+  if ((status != 0)); then
+    echo "$name: failed (exit $status); the last lines of $log:" >&2
+    tail -n 30 "$log" | sed 's/^/    /' >&2
+    exit "$status"
+  fi
+  line "$name" "$what" "$start" "log: $log"
+}
 
 command -v go >/dev/null || die "Go is not installed (need Go >= 1.26 for Kubernetes $KUBE_VERSION)."
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 proxy=$(go env GOPROXY)
-say "checking the Go module proxy ($proxy)"
-go list -m -json "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null 2>&1 \
-  || die "cannot reach the Go module proxy ($proxy) for k8s.io/kubernetes@$KUBE_VERSION; set GOPROXY to a reachable proxy."
-
 work="$cache_root/build"
-mkdir -p "$out" "$work"
+mkdir -p "$out" "$work" "$logs"
 
-# k8s.io/kubernetes replaces its staging modules with local paths, which `go install` refuses.
-# A wrapper module that pins every staging module at the matching v0.Y.Z is the known way.
-build_kube() {
-  local dir="$work/kube-$KUBE_VERSION" minor staging_ver mod
-  if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kube-scheduler" ]]; then
-    return 0
-  fi
-  minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-  staging_ver="v0.${KUBE_VERSION#v1.}"
-  mkdir -p "$dir"
-  say "kube: resolving staging modules of k8s.io/kubernetes@$KUBE_VERSION"
-  mod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-  [[ -f "$mod" ]] || die "could not download k8s.io/kubernetes@$KUBE_VERSION's go.mod"
-  {
-    echo "module gitquorum.local/kubebuild"
-    echo
-    echo "go 1.26"
-    echo
-    echo "require k8s.io/kubernetes $KUBE_VERSION"
-    echo
-    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 '"$staging_ver"'#p' "$mod"
-  } >"$dir/go.mod"
-  local pkg="k8s.io/component-base/version" cpkg="k8s.io/client-go/pkg/version"
-  local ldflags="-s -w"
-  for p in "$pkg" "$cpkg"; do
-    ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
-    ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-  done
-  say "kube: downloading modules"
-  (cd "$dir" && go mod download k8s.io/kubernetes && go list -deps k8s.io/kubernetes/cmd/kube-apiserver >/dev/null)
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
-    [[ -x "$out/$cmd" ]] && continue
-    say "kube: compiling $cmd"
-    (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$out/$cmd.partial" "k8s.io/kubernetes/cmd/$cmd")
-    mv "$out/$cmd.partial" "$out/$cmd"
-    say "kube: $cmd done"
-  done
-}
+line binaries "building (cold: about 6 minutes on 2 cores)" "" "in: $out"
+start=$(now)
+go list -m -json "k8s.io/kubernetes@$KUBE_VERSION" >"$logs/go-proxy.log" 2>&1 \
+  || die "cannot reach the Go module proxy ($proxy) for k8s.io/kubernetes@$KUBE_VERSION; set GOPROXY to a reachable proxy (details: $logs/go-proxy.log)."
+line go-proxy "$proxy answers" "$start" "log: $logs/go-proxy.log"
 
-# etcd's main package also carries replace directives: a wrapper module of its own.
+# etcd's main package carries replace directives, which `go install` refuses: a wrapper module.
 build_etcd() {
   local dir="$work/etcd-$ETCD_VERSION"
-  [[ -x "$out/etcd" ]] && return 0
   mkdir -p "$dir"
   cat >"$dir/go.mod" <<MOD
 module gitquorum.local/etcdbuild
@@ -97,27 +95,67 @@ replace (
 	go.etcd.io/etcd/pkg/v3 => go.etcd.io/etcd/pkg/v3 $ETCD_VERSION
 )
 MOD
-  say "etcd: compiling $ETCD_VERSION"
-  (cd "$dir" && go mod download go.etcd.io/etcd/server/v3 \
-     && go build -trimpath -ldflags "-s -w" -o "$out/etcd.partial" go.etcd.io/etcd/server/v3)
+  cd "$dir"
+  go mod download go.etcd.io/etcd/server/v3
+  go build -v -trimpath -ldflags "-s -w" -o "$out/etcd.partial" go.etcd.io/etcd/server/v3
   mv "$out/etcd.partial" "$out/etcd"
-  say "etcd: done"
 }
 
 build_helm() {
-  [[ -x "$out/helm" ]] && return 0
-  say "helm: compiling $HELM_VERSION"
-  GOBIN="$work/helm-$HELM_VERSION" GOFLAGS= go install -trimpath \
+  GOBIN="$work/helm-$HELM_VERSION" GOFLAGS= go install -v -trimpath \
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   mv "$work/helm-$HELM_VERSION/helm" "$out/helm"
-  say "helm: done"
 }
 
-say "building into $out (a cold build took about 6 minutes on 2 cores)"
-build_etcd
-build_helm
-build_kube
+# k8s.io/kubernetes replaces its staging modules with local paths, which `go install` refuses.
+# A wrapper module that pins every staging module at the matching v0.Y.Z is the known way.
+kube_dir="$work/kube-$KUBE_VERSION"
+kube_modules() {
+  local staging_ver="v0.${KUBE_VERSION#v1.}" mod
+  mkdir -p "$kube_dir"
+  mod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [[ -f "$mod" ]] || die "could not download k8s.io/kubernetes@$KUBE_VERSION's go.mod"
+  {
+    echo "module gitquorum.local/kubebuild"
+    echo
+    echo "go 1.26"
+    echo
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo
+    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 '"$staging_ver"'#p' "$mod"
+  } >"$kube_dir/go.mod"
+  cd "$kube_dir"
+  go mod download k8s.io/kubernetes
+  go list -deps k8s.io/kubernetes/cmd/kube-apiserver >/dev/null
+}
+
+kube_ldflags() {
+  local minor=${KUBE_VERSION#v1.} flags="-s -w" p
+  minor=${minor%%.*}
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    flags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
+build_kube() {
+  local cmd=$1
+  cd "$kube_dir"
+  go build -v -trimpath -ldflags "$(kube_ldflags)" -o "$out/$cmd.partial" "k8s.io/kubernetes/cmd/$cmd"
+  mv "$out/$cmd.partial" "$out/$cmd"
+}
+
+[[ -x "$out/etcd" ]] || step etcd "$ETCD_VERSION built" build_etcd
+[[ -x "$out/helm" ]] || step helm "$HELM_VERSION built" build_helm
+kube=(kube-apiserver kube-controller-manager kube-scheduler)
+missing=()
+for cmd in "${kube[@]}"; do [[ -x "$out/$cmd" ]] || missing+=("$cmd"); done
+if ((${#missing[@]})); then
+  step kube-modules "k8s.io/kubernetes $KUBE_VERSION and its staging modules" kube_modules
+  for cmd in "${missing[@]}"; do step "$cmd" "$KUBE_VERSION built" build_kube "$cmd"; done
+fi
 complete || die "build finished but binaries are missing in $out"
-say "all binaries built; cache size $(du -sh "$out" | cut -f1)"
+line binaries "all ${#binaries[@]} built ($(du -sh "$out" | cut -f1))" "$started" "in: $out"
 echo "$out"

@@ -3,8 +3,13 @@
 Brings the testbed up (four worker nodes over three zones, so that a lost replica has
 somewhere to go), installs the chart with helm, applies ``examples/minimal.yaml``, pushes a
 first commit with the real git CLI through the repository's Service, then stops the node of a
-follower and shows the operator rebuilding that replica on another node, the commit intact.
-It ends by printing how to clone, push, stop a node and watch the heal by hand.
+follower and shows the operator replacing that replica with a new one on another node. It says
+which replica was lost and which replaced it only once the GitRepository's status shows the
+replacement InSync, then clones the commit back. It ends by printing how to clone, push, stop a
+node and watch the heal by hand.
+
+Every wait polls the GitRepository's status until a deadline and, when the deadline passes,
+says what it waited for and what it saw last.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -25,6 +32,11 @@ from gitquorum_testbed import binaries, cluster, install
 
 NAMESPACE = "gitquorum-demo"
 EXAMPLE = "examples/minimal.yaml"
+POLL_INTERVAL = 1.0
+"""Seconds between two reads of the GitRepository while waiting; the status changes per pass."""
+
+T = TypeVar("T")
+Entry = Mapping[str, Any]
 
 
 def main() -> int:
@@ -52,28 +64,42 @@ def main() -> int:
     kubectl("get", "gitrepositories.gitquorum.io", "-n", NAMESPACE, show=True)
 
     url = _clone_url(kubectl, name)
+    replicas = _replicas(kubectl, name)
     step("pushing a first commit through the repository's Service")
     with tempfile.TemporaryDirectory() as work:
-        _push_first_commit(Path(work), url)
-        pods = json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-o", "json"))["items"]
-        status = _status(kubectl, name)
-        follower = next(p for p in pods if p["metadata"]["name"] != status["leader"])
-        node = follower["spec"]["nodeName"]
+        pushed = _push_first_commit(Path(work), url)
+        before = wait_for(
+            kubectl,
+            name,
+            f"all {replicas} replicas InSync",
+            lambda status: status if all_in_sync(status, replicas=replicas) else None,
+        )
+        lost = next(e for e in before["replicaStatuses"] if e["name"] != before["leader"])
+        original = {entry["name"] for entry in before["replicaStatuses"]}
         kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide", show=True)
 
-        step(f"stopping {node}, the node of follower {follower['metadata']['name']}")
-        bed.node_stop(node)
+        step(f"stopping {lost['node']}, the node of follower {lost['name']}")
+        bed.node_stop(lost["node"])
         try:
-            healed = _wait_healed(kubectl, name, lost=follower["metadata"]["name"])
+            started = time.monotonic()
+            new = wait_for(
+                kubectl,
+                name,
+                f"a new replica InSync in place of {lost['name']} (lost with {lost['node']})",
+                lambda status: replacement(status, lost=lost, original=original, replicas=replicas),
+                timeout=240,
+            )
             kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide", show=True)
             kubectl("get", "gitrepositories.gitquorum.io", "-n", NAMESPACE, show=True)
-            print(f"replica {healed} rebuilt on another node and in sync")
-            step("cloning again: the commit survived the node loss")
-            clone = Path(work) / "after"
-            _git("clone", "-q", url, str(clone))
-            print((clone / "README.md").read_text(), end="")
+            print(
+                f"replica {lost['name']} was lost with {lost['node']}; {new['name']} replaced it"
+                f" on {new['node']} and is InSync at generation {new.get('generation', '?')}"
+                f" ({time.monotonic() - started:.0f} s after the node stopped)"
+            )
+            step(f"cloning through the Service: commit {pushed[:12]} survived the loss of a node")
+            _show_clone(url, Path(work) / "after", pushed=pushed)
         finally:
-            bed.node_start(node)
+            bed.node_start(lost["node"])
     kubectl(
         "get",
         "events",
@@ -106,11 +132,17 @@ def _example_name() -> str:
     return str(repository["metadata"]["name"])
 
 
+def _repository(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    body = kubectl("get", "gitrepositories.gitquorum.io", name, "-n", NAMESPACE, "-o", "json")
+    return dict(json.loads(body))
+
+
 def _status(kubectl: Kubectl, name: str) -> dict[str, Any]:
-    body = json.loads(
-        kubectl("get", "gitrepositories.gitquorum.io", name, "-n", NAMESPACE, "-o", "json")
-    )
-    return dict(body.get("status") or {})
+    return dict(_repository(kubectl, name).get("status") or {})
+
+
+def _replicas(kubectl: Kubectl, name: str) -> int:
+    return int(_repository(kubectl, name)["spec"]["replicas"])
 
 
 def _clone_url(kubectl: Kubectl, name: str) -> str:
@@ -132,28 +164,74 @@ def _clone_url(kubectl: Kubectl, name: str) -> str:
     return f"http://{user}:{password}@{ip.strip()}/{name}.git"
 
 
-def _wait_healed(kubectl: Kubectl, name: str, *, lost: str, timeout: float = 180) -> str:
-    """Polls until ``lost`` left the members and a new replica is in sync; returns its name."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        status = _status(kubectl, name)
-        states = {r["name"]: r["state"] for r in status.get("replicaStatuses", [])}
-        line = ", ".join(f"{n} {s}" for n, s in states.items())
-        if line != last:
-            print(f"  {time.strftime('%H:%M:%S')}  {line}", flush=True)
-            last = line
-        new = [n for n, s in states.items() if n != lost and s == "InSync"]
-        if lost not in states and len(new) == len(states) and states:
-            newest: str = max(new, key=lambda n: int(n.rsplit("-", 1)[-1]))
-            return newest
-        time.sleep(1)
-    raise SystemExit(
-        f"the replica lost with its node was not rebuilt within {timeout:.0f}s: {last}"
+def all_in_sync(status: Mapping[str, Any], *, replicas: int) -> bool:
+    """``replicas`` voting members, each ready and InSync at one generation and checksum."""
+    entries = status.get("replicaStatuses") or []
+    return (
+        len(entries) == replicas
+        and status.get("readyReplicas") == replicas
+        and all(entry.get("state") == "InSync" and entry.get("voter") for entry in entries)
+        and len({(entry.get("generation"), entry.get("checksum")) for entry in entries}) == 1
     )
 
 
-def _git(*args: str, cwd: Path | None = None) -> None:
+def replacement(
+    status: Mapping[str, Any], *, lost: Entry, original: set[str], replicas: int
+) -> Entry | None:
+    """The replica that replaced ``lost``, once ``lost`` left the members and all ``replicas``
+    are InSync with a newcomer (a name not in ``original``) on another node; else None.
+
+    Counting only InSync replicas is not enough: between the lost replica's removal and its
+    replacement's creation the survivors alone are all InSync.
+    """
+    members = {member.get("name") for member in status.get("members") or []}
+    if lost["name"] in members or not all_in_sync(status, replicas=replicas):
+        return None
+    newcomers = [
+        entry
+        for entry in status.get("replicaStatuses") or []
+        if entry["name"] not in original and entry.get("node") != lost["node"]
+    ]
+    return newcomers[0] if newcomers else None
+
+
+def describe(status: Mapping[str, Any]) -> str:
+    """One line: each replica's name, state and node, as the wait prints it when it changes."""
+    entries = status.get("replicaStatuses") or []
+    return ", ".join(
+        f"{e.get('name')} {e.get('state') or '-'} on {e.get('node') or '-'}" for e in entries
+    )
+
+
+def wait_for(
+    kubectl: Kubectl,
+    name: str,
+    what: str,
+    probe: Callable[[dict[str, Any]], T | None],
+    *,
+    timeout: float = 120,
+) -> T:
+    """Polls the status until ``probe`` returns a value, printing each change of the replicas."""
+    print(f"  waiting for {what} (at most {timeout:.0f} s)", flush=True)
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        status = _status(kubectl, name)
+        line = describe(status)
+        if line != last:
+            print(f"  {time.strftime('%H:%M:%S')}  {line}", flush=True)
+            last = line
+        found = probe(status)
+        if found is not None:
+            return found
+        if time.monotonic() >= deadline:
+            raise SystemExit(
+                f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last}"
+            )
+        time.sleep(POLL_INTERVAL)
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
     env = {
         **os.environ,
         "GIT_TERMINAL_PROMPT": "0",
@@ -162,17 +240,42 @@ def _git(*args: str, cwd: Path | None = None) -> None:
         "GIT_COMMITTER_NAME": "demo",
         "GIT_COMMITTER_EMAIL": "demo@example.org",
     }
-    subprocess.run(["git", "-c", "init.defaultBranch=main", *args], check=True, env=env, cwd=cwd)
+    result = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args],
+        check=True,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return result.stdout
 
 
-def _push_first_commit(work: Path, url: str) -> None:
+def _push_first_commit(work: Path, url: str) -> str:
+    """Pushes one commit to ``main``; returns its id."""
     repo = work / "demo"
     _git("init", "-q", str(repo))
     (repo / "README.md").write_text(f"Pushed by make demo at {time.ctime()}\n")
     _git("add", "README.md", cwd=repo)
     _git("commit", "-q", "-m", "First commit", cwd=repo)
     _git("push", "-q", url, "HEAD:refs/heads/main", cwd=repo)
-    print("pushed: " + (repo / "README.md").read_text(), end="")
+    commit = _git("rev-parse", "HEAD", cwd=repo).strip()
+    print(f"pushed {commit[:12]}: " + (repo / "README.md").read_text(), end="")
+    return commit
+
+
+def _show_clone(url: str, clone: Path, *, pushed: str) -> None:
+    """Clones ``url`` showing the commands and what they print; fails unless ``pushed`` is HEAD."""
+    shown = url.replace(f":{urllib.parse.urlsplit(url).password}@", ":<password>@", 1)
+    print(f"$ git clone {shown} {clone.name}")
+    print(_git("clone", url, str(clone)), end="", flush=True)
+    print(f"$ git -C {clone.name} log --oneline")
+    print(_git("log", "--oneline", cwd=clone), end="")
+    print(f"$ cat {clone.name}/README.md")
+    print((clone / "README.md").read_text(), end="")
+    head = _git("rev-parse", "HEAD", cwd=clone).strip()
+    if head != pushed:
+        raise SystemExit(f"the clone's HEAD is {head}, not the pushed commit {pushed}")
 
 
 class Kubectl:
