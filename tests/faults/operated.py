@@ -256,38 +256,35 @@ def _pick(workload: harness.Workload, cluster: OperatedCluster, *, leader: bool)
     return workload.rng.choice(cluster.followers())
 
 
-def node_stop_start(*, leader: bool) -> Nemesis:
+def _node_fault(*, leader: bool, stopped: bool) -> Nemesis:
+    """The node of the leader (or of a follower) stopped, or cut off, for FAULT_SECONDS."""
+    verb, undo, state = (
+        ("stop", "started", "off") if stopped else ("partition", "healed", "cut off")
+    )
+
     def fault(cluster: OperatedCluster, workload: harness.Workload) -> None:
         victim = _pick(workload, cluster, leader=leader)
         node = cluster.node_of(victim)
-        workload.records.event(f"stop {node} (replica {victim}, leader={leader})")
-        cluster.testbed.node_stop(node)
+        workload.records.event(f"{verb} {node} (replica {victim}, leader={leader})")
+        (cluster.testbed.node_stop if stopped else cluster.testbed.node_partition)(node)
         try:
-            _during(workload, f"while {node} is off", FAULT_SECONDS)
+            _during(workload, f"while {node} is {state}", FAULT_SECONDS)
         finally:
-            cluster.testbed.node_start(node)
-            workload.records.event(f"started {node}")
-        _recovered(cluster, workload, f"{node} came back")
+            (cluster.testbed.node_start if stopped else cluster.testbed.node_heal)(node)
+            workload.records.event(f"{undo} {node}")
+        _recovered(cluster, workload, f"{node} {undo}")
 
-    fault.__name__ = f"{'leader' if leader else 'follower'}_node_stopped"
+    role = "leader" if leader else "follower"
+    fault.__name__ = f"{role}_node_{'stopped' if stopped else 'partitioned'}"
     return fault
+
+
+def node_stop_start(*, leader: bool) -> Nemesis:
+    return _node_fault(leader=leader, stopped=True)
 
 
 def node_partition(*, leader: bool) -> Nemesis:
-    def fault(cluster: OperatedCluster, workload: harness.Workload) -> None:
-        victim = _pick(workload, cluster, leader=leader)
-        node = cluster.node_of(victim)
-        workload.records.event(f"partition {node} (replica {victim}, leader={leader})")
-        cluster.testbed.node_partition(node)
-        try:
-            _during(workload, f"while {node} is cut off", FAULT_SECONDS)
-        finally:
-            cluster.testbed.node_heal(node)
-            workload.records.event(f"healed {node}")
-        _recovered(cluster, workload, f"{node} healed")
-
-    fault.__name__ = f"{'leader' if leader else 'follower'}_node_partitioned"
-    return fault
+    return _node_fault(leader=leader, stopped=False)
 
 
 def operator_killed(cluster: OperatedCluster, workload: harness.Workload) -> None:
