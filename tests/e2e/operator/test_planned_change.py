@@ -73,6 +73,16 @@ def _check(results: traffic.Results, url: str, tmp_path: Path) -> None:
     assert not missing, f"acknowledged pushes lost: {missing}"
 
 
+def _rebuilt_away(status: repos.Status, gone: dict[str, str]) -> bool:
+    """``gone`` (a replica's status entry) left the members, no replica runs on its node any
+    more, and the three replicas are in sync."""
+    return (
+        gone["name"] not in {m["name"] for m in status.get("members") or []}
+        and all(e["node"] != gone["node"] for e in status.get("replicaStatuses") or [])
+        and repos.in_sync(status, 3)
+    )
+
+
 def _events(core: client.CoreV1Api, namespace: str, reason: str) -> list[str]:
     return [
         event.message
@@ -233,11 +243,7 @@ def test_drain_of_the_leader_node_fails_no_push_and_follower_is_rebuilt_elsewher
         _drain(kubectl, leader["node"])
         after = repository.wait(
             f"{leader['name']} (from drained {leader['node']}) rebuilt on another node, in sync",
-            lambda s: (
-                leader["name"] not in {m["name"] for m in s.get("members") or []}
-                and all(e["node"] != leader["node"] for e in s.get("replicaStatuses") or [])
-                and repos.in_sync(s, 3)
-            ),
+            lambda s: _rebuilt_away(s, leader),
             timeout=180,
         )
         load.wait_rounds(3)
@@ -357,11 +363,7 @@ def test_drained_follower_waits_for_its_node_says_so_then_is_rebuilt_elsewhere(
         )
         repository.wait(
             f"{follower['name']} rebuilt away from {follower['node']}, in sync",
-            lambda s: (
-                follower["name"] not in {m["name"] for m in s.get("members") or []}
-                and all(e["node"] != follower["node"] for e in s.get("replicaStatuses") or [])
-                and repos.in_sync(s, 3)
-            ),
+            lambda s: _rebuilt_away(s, follower),
             timeout=120,
         )
         load.wait_rounds(3)
