@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds the pinned Kubernetes control plane, etcd and helm from the Go module proxy into a
-# versioned cache outside the repository. Idempotent: a complete cache is reused instantly.
+# Builds the pinned Kubernetes control plane, etcd and helm, and versitygw (the testbed's S3
+# object store), from the Go module proxy into a versioned cache outside the repository.
+# Idempotent: a complete cache is reused instantly.
 #
-#   hack/build-binaries.sh            build (or reuse) and print the cache directory last
-#   hack/build-binaries.sh --print    print the cache directory only
+#   hack/build-binaries.sh                      build (or reuse) all; print the kube directory last
+#   hack/build-binaries.sh --print              print the kube directory only
+#   hack/build-binaries.sh --versitygw          build (or reuse) versitygw only; print its path
+#   hack/build-binaries.sh --print-versitygw    print versitygw's path only
 #
 # Progress goes to stderr, one line per component with the time it took; each component's
 # full output (go's download and compiler lines) goes to a log under the cache, named on its
@@ -16,13 +19,22 @@ set -euo pipefail
 KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
+VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
 
 cache_root=${GITQUORUM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gitquorum}
 out="$cache_root/bin/kube-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
 logs="$cache_root/logs"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler helm)
+# A directory of its own: versitygw's pin changes apart from Kubernetes', and adding it did not
+# rebuild the control plane.
+versitygw="$cache_root/bin/versitygw-$VERSITYGW_VERSION/versitygw"
 
-if [[ "${1:-}" == "--print" ]]; then echo "$out"; exit 0; fi
+case "${1:-}" in
+  --print) echo "$out"; exit 0 ;;
+  --print-versitygw) echo "$versitygw"; exit 0 ;;
+  --versitygw) only_versitygw=1 ;;
+  *) only_versitygw= ;;
+esac
 
 # Tenths of a second since the epoch; EPOCHREALTIME has microseconds behind a locale's point.
 now() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 100000)); }
@@ -40,8 +52,13 @@ line() {
 }
 die() { echo "build-binaries: $*" >&2; exit 1; }
 
-complete() { for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
-if complete; then
+kube_complete() { for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
+if [[ -n $only_versitygw && -x $versitygw ]]; then
+  line versitygw "$VERSITYGW_VERSION cached" "$started" "in: $versitygw"
+  echo "$versitygw"
+  exit 0
+fi
+if [[ -z $only_versitygw && -x $versitygw ]] && kube_complete; then
   line binaries "all ${#binaries[@]} cached" "$started" "in: $out"
   echo "$out"
   exit 0
@@ -69,13 +86,42 @@ command -v go >/dev/null || die "Go is not installed (need Go >= 1.26 for Kubern
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 proxy=$(go env GOPROXY)
 work="$cache_root/build"
-mkdir -p "$out" "$work" "$logs"
+mkdir -p "$work" "$logs"
 
-line binaries "building (cold: about 6 minutes on 2 cores)" "" "in: $out"
-start=$(now)
-go list -m -json "k8s.io/kubernetes@$KUBE_VERSION" >"$logs/go-proxy.log" 2>&1 \
-  || die "cannot reach the Go module proxy ($proxy) for k8s.io/kubernetes@$KUBE_VERSION; set GOPROXY to a reachable proxy (details: $logs/go-proxy.log)."
-line go-proxy "$proxy answers" "$start" "log: $logs/go-proxy.log"
+# versitygw has no replace directives, but `go install` cannot name its output: a wrapper
+# module, like etcd's, builds it straight into its cache directory.
+build_versitygw() {
+  local dir="$work/versitygw-$VERSITYGW_VERSION" bindir
+  bindir=$(dirname "$versitygw")
+  mkdir -p "$dir" "$bindir"
+  cat >"$dir/go.mod" <<MOD
+module gitquorum.local/versitygwbuild
+
+go 1.26
+
+require github.com/versity/versitygw $VERSITYGW_VERSION
+MOD
+  cd "$dir"
+  go mod download github.com/versity/versitygw
+  go build -v -trimpath -ldflags "-s -w" -o "$versitygw.partial" \
+    github.com/versity/versitygw/cmd/versitygw
+  mv "$versitygw.partial" "$versitygw"
+}
+
+if [[ -n $only_versitygw ]]; then
+  step versitygw "$VERSITYGW_VERSION built (about 45 s)" build_versitygw
+  echo "$versitygw"
+  exit 0
+fi
+
+if ! kube_complete; then
+  line binaries "building (cold: about 6 minutes on 2 cores)" "" "in: $out"
+  start=$(now)
+  go list -m -json "k8s.io/kubernetes@$KUBE_VERSION" >"$logs/go-proxy.log" 2>&1 \
+    || die "cannot reach the Go module proxy ($proxy) for k8s.io/kubernetes@$KUBE_VERSION; set GOPROXY to a reachable proxy (details: $logs/go-proxy.log)."
+  line go-proxy "$proxy answers" "$start" "log: $logs/go-proxy.log"
+fi
+mkdir -p "$out"
 
 # etcd's main package carries replace directives, which `go install` refuses: a wrapper module.
 build_etcd() {
@@ -156,6 +202,7 @@ if ((${#missing[@]})); then
   step kube-modules "k8s.io/kubernetes $KUBE_VERSION and its staging modules" kube_modules
   for cmd in "${missing[@]}"; do step "$cmd" "$KUBE_VERSION built" build_kube "$cmd"; done
 fi
-complete || die "build finished but binaries are missing in $out"
+[[ -x $versitygw ]] || step versitygw "$VERSITYGW_VERSION built" build_versitygw
+kube_complete || die "build finished but binaries are missing in $out"
 line binaries "all ${#binaries[@]} built ($(du -sh "$out" | cut -f1))" "$started" "in: $out"
 echo "$out"

@@ -1,5 +1,6 @@
-"""Locating the pinned binaries: the control plane, etcd and helm in the build cache, and the
-kubectl that the package's test extras install into the virtualenv.
+"""Locating the pinned binaries: the control plane, etcd, helm and versitygw (the S3 object
+store) in the build cache, and the kubectl that the package's test extras install into the
+virtualenv.
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ def directory(*, build: bool = True) -> Path:
     missing = [b for b in CONTROL_PLANE if not (out / b).exists()]
     if missing:
         raise BinariesMissing(f"missing in {out}: {', '.join(missing)}; run make setup")
+    return out
+
+
+def versitygw(*, build: bool = True) -> Path:
+    """The pinned versitygw in its own cache directory, building it (about 45 s) when asked."""
+    script = build_script()
+    if not script.exists():
+        raise BinariesMissing(f"{script} not found: run from a gitquorum checkout")
+    args = [str(script), "--versitygw" if build else "--print-versitygw"]
+    result = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise BinariesMissing(f"{script} failed with exit code {result.returncode}")
+    out = Path(result.stdout.strip().splitlines()[-1])
+    if not out.exists():
+        raise BinariesMissing(f"versitygw is not built at {out}; run make setup")
     return out
 
 

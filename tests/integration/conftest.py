@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import objectstore
 from tests.integration import helpers
 from tests.integration.helpers import Git, Seeded, Server
 
@@ -34,6 +35,15 @@ def private_server(
 ) -> Iterator[Server]:
     """Every request authenticated; no repository created by a push."""
     yield from helpers.start_server(tmp_path_factory, "--auth-file", str(auth_file))
+
+
+@pytest.fixture(scope="session")
+def object_store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[objectstore.ObjectStoreEndpoint]:
+    """A real S3 store (versitygw on loopback) with the bucket ``gitquorum-backups``."""
+    with objectstore.running(tmp_path_factory.mktemp("object-store")) as store:
+        yield store
 
 
 @pytest.fixture

@@ -1,0 +1,142 @@
+"""A real S3-compatible object store for tests that need no cluster: versitygw on loopback.
+
+``running`` starts the pinned versitygw from the build cache (building it through
+``hack/build-binaries.sh`` when it is missing) with its POSIX backend in a directory of the
+caller's, on 127.0.0.1 at a port the kernel picked, with random root credentials; it creates the
+bucket, which is also how it knows the store answers, yields where to reach it and stops the
+process afterwards. The integration tier's ``object_store`` fixture is one such store per session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import secrets
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from gitquorum_testbed import binaries
+from tests import waiting
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
+
+BUCKET = "gitquorum-backups"
+REGION = "us-east-1"
+STARTUP_DEADLINE = 30.0
+STOP_GRACE = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectStoreEndpoint:
+    """Where a running object store answers and how to sign requests to it."""
+
+    endpoint: str
+    """Base URL, ``http://127.0.0.1:<port>``."""
+    access_key: str
+    """The root account's access key id."""
+    secret_key: str
+    """The root account's secret access key."""
+    bucket: str
+    """A bucket that exists, created at start."""
+
+    def client(self) -> S3Client:
+        """A boto3 S3 client for this store, with short timeouts and path-style addressing."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=REGION,
+            config=botocore.config.Config(
+                s3={"addressing_style": "path"},
+                connect_timeout=5,
+                read_timeout=30,
+                retries={"max_attempts": 1},
+            ),
+        )
+
+
+@contextlib.contextmanager
+def running(
+    directory: Path | None = None, *, bucket: str = BUCKET
+) -> Iterator[ObjectStoreEndpoint]:
+    """A versitygw serving ``directory`` (a fresh temporary one by default) until the end."""
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="s3-")))
+        data = directory / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        log_path = directory / "versitygw.log"
+        port = _free_port()
+        store = ObjectStoreEndpoint(
+            endpoint=f"http://127.0.0.1:{port}",
+            access_key=secrets.token_hex(10),
+            secret_key=secrets.token_urlsafe(30),
+            bucket=bucket,
+        )
+        argv = [
+            str(binaries.versitygw(build=True)),
+            "--port",
+            f"127.0.0.1:{port}",
+            "--access",
+            store.access_key,
+            "--secret",
+            store.secret_key,
+            "--region",
+            REGION,
+            "posix",
+            str(data),
+        ]
+        log = stack.enter_context(open(log_path, "ab"))
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        stack.callback(_stop, proc)
+        s3 = store.client()
+        waiting.until(
+            f"versitygw on {store.endpoint} to create bucket {bucket}",
+            lambda: proc.poll() is None and _create_bucket(s3, bucket),
+            timeout=STARTUP_DEADLINE,
+            seen=lambda: _describe(proc, log_path),
+        )
+        yield store
+
+
+def _create_bucket(s3: S3Client, bucket: str) -> bool:
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise
+    return True
+
+
+def _free_port() -> int:
+    # The kernel picks a free port; versitygw binds it a moment later. Another process taking
+    # it in between would fail the start with a clear "address already in use" in the log.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _describe(proc: subprocess.Popen[bytes], log_path: Path) -> str:
+    state = "running" if proc.poll() is None else f"exited with {proc.returncode}"
+    tail = log_path.read_text(errors="replace").splitlines()[-15:]
+    return f"versitygw (pid {proc.pid}) {state}; its log ends:\n" + "\n".join(tail)
