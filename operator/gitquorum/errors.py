@@ -15,6 +15,12 @@ caller should do, not which module raised it:
 - :class:`Unavailable`: the server cannot take the request now (busy, shutting down); the
   client may retry.
 - :class:`GitFailed`: a git process we ran exited with an error.
+- :class:`BackupError` and its subclasses: a backup or restore could not be made.
+  :class:`ObjectStoreError` when the object store cannot be used (unreachable, credentials
+  refused, bucket missing, access denied): the user fixes the settings or the store and tries
+  again. :class:`BackupCorrupt` when what the store holds is not a sound backup (a checksum
+  that does not match, a bundle or manifest git or we refuse, refs that do not resolve): that
+  backup cannot be restored, an older one may.
 
 Library errors are wrapped with ``raise ... from`` so the original stays in the logs.
 """
@@ -112,3 +118,18 @@ class Fenced(Unavailable):
 
 class Conflict(RequestError):
     """The request contradicts a newer state (an outdated term, say)."""
+
+
+class BackupError(GitquorumError):
+    """A backup to, or a restore from, object storage failed."""
+
+
+class ObjectStoreError(BackupError):
+    """The object store cannot be used: unreachable, credentials refused, bucket missing or
+    access denied. The message says which, for a user to fix, and never holds the secret."""
+
+
+class BackupCorrupt(BackupError):
+    """A backup in the store is not sound: a malformed manifest, a bundle whose size or
+    checksum does not match it, a bundle git refuses, refs that do not resolve, or objects
+    that fail git fsck."""

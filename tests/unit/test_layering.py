@@ -112,3 +112,13 @@ def test_plugin_summary_and_rendering_do_no_io() -> None:
         )
     }
     assert offenders == set()
+
+
+def test_backup_library_imports_no_kopf_kubernetes_or_web_framework() -> None:
+    offenders = {
+        name
+        for name, found in modules().items()
+        if name.startswith("backup/")
+        and any(i.split(".")[0] in ("kopf", "kubernetes", "aiohttp") for i in found)
+    }
+    assert offenders == set()
