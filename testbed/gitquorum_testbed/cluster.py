@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -12,7 +13,16 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from gitquorum_testbed import agent, binaries, controlplane, network, pods, processes, settings
+from gitquorum_testbed import (
+    agent,
+    binaries,
+    controlplane,
+    network,
+    objectstore,
+    pods,
+    processes,
+    settings,
+)
 
 PROXY = "proxy"
 NODE_READY_TIMEOUT = 60.0
@@ -36,6 +46,7 @@ class Testbed:
         _require_root()
         started = time.monotonic()
         bindir = binaries.directory(build=True)
+        versitygw = binaries.versitygw(build=True)
         self.layout.root.mkdir(parents=True, exist_ok=True)
         _say("network: bridge, routes and blackholes")
         network.setup_host()
@@ -49,6 +60,10 @@ class Testbed:
                 pids=self.layout.pids,
                 logs=self.layout.logs,
             )
+        _say(f"object store: versitygw behind http://{settings.OBJECT_STORE_SERVICE_IP}")
+        objectstore.start(layout=self.layout, ports=self.ports, binary=versitygw)
+        objectstore.publish(api_client=self._api_client(), ports=self.ports)
+        objectstore.ensure_bucket(self.object_store(), layout=self.layout)
         existing = self.node_configs()
         zone_names = (
             settings.ZONES_DEFAULT[: max(1, zones)]
@@ -74,6 +89,7 @@ class Testbed:
             if name.startswith("node-"):
                 processes.stop(name, pids=self.layout.pids, grace=0, sig=signal.SIGKILL)
         processes.stop(PROXY, pids=self.layout.pids, grace=5)
+        objectstore.stop(layout=self.layout)
         controlplane.stop(layout=self.layout)
         network.teardown_host()
         shutil.rmtree(pods.STAGING_DIR.parent, ignore_errors=True)
@@ -83,7 +99,7 @@ class Testbed:
 
     def status(self) -> list[str]:
         lines = []
-        for name in (*controlplane.COMPONENTS, PROXY):
+        for name in (*controlplane.COMPONENTS, PROXY, objectstore.PROCESS):
             pid = processes.running(name, pids=self.layout.pids)
             lines.append(f"{name:24} {'running pid ' + str(pid) if pid else 'stopped'}")
         for node in self.node_configs():
@@ -103,9 +119,14 @@ class Testbed:
     def env(self) -> str:
         bindir = binaries.directory(build=False)
         venv_bin = Path(sys.executable).parent
-        return (
-            f"export KUBECONFIG={self.layout.kubeconfig}\nexport PATH={venv_bin}:{bindir}:$PATH\n"
-        )
+        exports = {"KUBECONFIG": str(self.layout.kubeconfig), "PATH": f"{venv_bin}:{bindir}:$PATH"}
+        with contextlib.suppress(objectstore.ObjectStoreError):
+            exports.update(self.object_store().env())
+        return "".join(f"export {name}={value}\n" for name, value in exports.items())
+
+    def object_store(self) -> objectstore.Endpoint:
+        """The S3 store that ``up`` started: its ClusterIP URL, credentials and bucket."""
+        return objectstore.endpoint(self.layout)
 
     # --- nodes -------------------------------------------------------------------------------
 
@@ -237,9 +258,12 @@ class Testbed:
         )
 
     def core_api(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self._api_client())
+
+    def _api_client(self) -> client.ApiClient:
         configuration = client.Configuration()
         config.load_kube_config(str(self.layout.kubeconfig), client_configuration=configuration)
-        return client.CoreV1Api(client.ApiClient(configuration))
+        return client.ApiClient(configuration)
 
     # --- internals -----------------------------------------------------------------------------
 

@@ -23,6 +23,9 @@ BRIDGE_NAME = "gqbr0"
 # changes as pods come and go, and every pod's cached MAC for its gateway goes stale.
 BRIDGE_MAC = "02:67:71:00:00:01"
 KUBERNETES_SERVICE_IP = ipaddress.ip_address("10.96.0.1")
+# The object store's fixed ClusterIP: in the low part of the range, which the apiserver hands
+# out on its own only once the rest is used up, so it stays free for a Service that names it.
+OBJECT_STORE_SERVICE_IP = SERVICE_RANGE.network_address + 250
 ZONES_DEFAULT = ("zone-a", "zone-b", "zone-c")
 REGION = "testbed"
 # What a hollow node advertises: room for a benchmark's hundreds of pods, since none of them
@@ -34,7 +37,8 @@ HOLLOW_MAX_PODS = 500
 
 @dataclasses.dataclass(frozen=True)
 class Ports:
-    """Loopback ports of the control plane."""
+    """Host ports of the testbed's own processes: the control plane on loopback, the object
+    store on the bridge address."""
 
     etcd_client: int = 12379
     """etcd client port (default 12379: away from a system etcd on 2379)."""
@@ -46,6 +50,9 @@ class Ports:
     """kube-controller-manager's health port."""
     scheduler: int = 10259
     """kube-scheduler's health port."""
+    object_store: int = 17070
+    """versitygw's S3 port on ``BRIDGE_ADDRESS`` (default 17070: away from its own 7070);
+    clients use the Service's port 80 instead."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +76,10 @@ class Layout:
     @property
     def etcd_data(self) -> Path:
         return self.root / "etcd"
+
+    @property
+    def object_store(self) -> Path:
+        return self.root / "objectstore"
 
     @property
     def kubeconfig(self) -> Path:
