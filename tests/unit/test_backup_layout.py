@@ -4,6 +4,7 @@ import datetime
 
 import pytest
 
+from gitquorum import errors
 from gitquorum.backup import layout
 
 pytestmark = pytest.mark.unit
@@ -59,7 +60,7 @@ def test_check_backup_id_accepts_id() -> None:
     ],
 )
 def test_check_backup_id_rejects_malformed(value: str) -> None:
-    with pytest.raises(ValueError, match="malformed backup id"):
+    with pytest.raises(errors.BackupError, match="malformed backup id"):
         layout.check_backup_id(value)
 
 
@@ -90,8 +91,13 @@ def test_manifest_and_bundle_keys() -> None:
     assert layout.bundle_key(prefix, ID) == f"backups/team/app/{ID}/repository.bundle"
 
 
+def test_check_backup_id_rejects_non_string() -> None:
+    with pytest.raises(errors.BackupError, match="malformed backup id: a int"):
+        layout.check_backup_id(20261129)
+
+
 def test_keys_reject_malformed_id() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(errors.BackupError):
         layout.manifest_key("p/", "../x")
 
 

@@ -30,6 +30,8 @@ and no gitquorum at all::
 import datetime
 import re
 
+from gitquorum import errors
+
 MANIFEST_NAME = "manifest.json"
 BUNDLE_NAME = "repository.bundle"
 
@@ -61,24 +63,23 @@ def new_backup_id(created: datetime.datetime, suffix: str) -> str:
 
 
 def check_backup_id(value: object) -> str:
-    """``value`` if it is a well-formed backup id; ValueError otherwise."""
+    """``value`` if it is a well-formed backup id; BackupError otherwise (ids come from
+    requests and from the store's listings, not only from us)."""
     if not isinstance(value, str):
-        raise ValueError(f"malformed backup id: a {type(value).__name__}")
-    if _BACKUP_ID.fullmatch(value) is None:
-        raise ValueError(f"malformed backup id {value[:80]!r}")
+        raise errors.BackupError(f"malformed backup id: a {type(value).__name__}")
     created_of(value)
     return value
 
 
 def created_of(backup_id: str) -> datetime.datetime:
-    """The UTC time a backup id names."""
+    """The UTC time a backup id names; BackupError for a malformed id."""
     match = _BACKUP_ID.fullmatch(backup_id)
     if match is None:
-        raise ValueError(f"malformed backup id {backup_id[:80]!r}")
+        raise errors.BackupError(f"malformed backup id {backup_id[:80]!r}")
     try:
         moment = datetime.datetime.strptime(match.group(1), _TIME_FORMAT)
     except ValueError as error:
-        raise ValueError(f"malformed backup id {backup_id[:80]!r}: {error}") from error
+        raise errors.BackupError(f"malformed backup id {backup_id[:80]!r}: {error}") from error
     return moment.replace(tzinfo=datetime.UTC)
 
 
@@ -97,5 +98,5 @@ def backup_id_of(key: str) -> str | None:
         return None
     try:
         return check_backup_id(parts[-2])
-    except ValueError:
+    except errors.BackupError:
         return None

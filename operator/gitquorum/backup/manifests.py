@@ -204,7 +204,7 @@ def _backup_id(document: dict[str, Any], name: str, *, where: str = "manifest") 
         raise errors.BackupCorrupt(f"{where}: {name} is not a backup id")
     try:
         return layout.check_backup_id(value)
-    except ValueError as error:
+    except errors.BackupError as error:
         raise errors.BackupCorrupt(f"{where}: {name}: {error}") from error
 
 
