@@ -71,7 +71,7 @@ def _labels(call: ast.Call, kind: str, constants: dict[str, tuple[str, ...]]) ->
         return (ast.literal_eval(keywords["label"]),)
     given = keywords.get("labels")
     if given is None:  # the classes' defaults: Counter and Histogram take LABELS
-        return constants["LABELS"] if kind in ("Counter", "Histogram") else ()
+        return constants["LABELS"] if kind in ("Counter", "Histogram", "GaugeFamily") else ()
     if isinstance(given, ast.Name):
         return constants[given.id]
     return tuple(ast.literal_eval(given))
@@ -88,7 +88,7 @@ def exported(modules: tuple[Path, ...]) -> dict[str, set[str]]:
                 continue
             kind = getattr(node.func, "attr", getattr(node.func, "id", ""))
             first = node.args[0]
-            if kind not in ("Counter", "Histogram", "Gauge", "StateSet"):
+            if kind not in ("Counter", "Histogram", "Gauge", "GaugeFamily", "StateSet"):
                 continue
             if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
                 continue

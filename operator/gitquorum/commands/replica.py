@@ -11,6 +11,7 @@ import socket
 from gitquorum import errors
 from gitquorum.commands import serve
 from gitquorum.replication import (
+    archiving,
     catchup,
     forwarding,
     hooks,
@@ -314,6 +315,7 @@ async def _main(
         peer_token=peer_token,
         admin_token=admin_token,
         keeper=keeper,
+        archivist=archiving.Archivist(member, runner=runner, data=data),
     )
     if configuration is not None:
         await member.configure(configuration)

@@ -195,6 +195,66 @@ class Api:
             raise
         return dict(result)
 
+    # -- backups ------------------------------------------------------------------------------
+
+    def create_backup(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
+        """Creates a GitRepositoryBackup; False when one of that name exists."""
+        try:
+            self.custom.create_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.BACKUP_PLURAL, dict(manifest)
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def read_backup(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body: Any = self.custom.get_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.BACKUP_PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(body)
+
+    def list_backups(self, namespace: str, repository: str) -> list[dict[str, Any]]:
+        """The GitRepositoryBackups of one repository (by spec, not by label: a user's too)."""
+        listed: Any = self.custom.list_namespaced_custom_object(
+            names.GROUP, names.VERSION, namespace, names.BACKUP_PLURAL
+        )
+        return [
+            dict(item)
+            for item in listed.get("items", [])
+            if (item.get("spec") or {}).get("repository") == repository
+        ]
+
+    def delete_backup(self, namespace: str, name: str) -> None:
+        self._gone_ok(
+            self.custom.delete_namespaced_custom_object,
+            names.GROUP,
+            names.VERSION,
+            namespace,
+            names.BACKUP_PLURAL,
+            name,
+        )
+
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, plural: str
+    ) -> None:
+        """Merges ``status`` into the status of a GitRepository or GitRepositoryBackup."""
+        self._gone_ok(
+            self.custom.patch_namespaced_custom_object_status,
+            names.GROUP,
+            names.VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+        )
+
     def _gone_ok(self, call: Any, *args: Any, **kwargs: Any) -> None:
         try:
             call(*args, **kwargs)

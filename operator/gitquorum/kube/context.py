@@ -79,6 +79,8 @@ class Memory:
     doubted_since: dict[str, float] = dataclasses.field(default_factory=dict)
     """Since when (clock) each pod has looked stale in the watch cache."""
     reread_at: dict[str, float] = dataclasses.field(default_factory=dict)
+    restoring: "asyncio.Future[None] | None" = None
+    """The restore of ``spec.bootstrap.fromBackup`` the leader works on (``bootstrapping``)."""
 
 
 class Context:

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from gitquorum.kube import api, names, reconciler
+from gitquorum.kube import api, backingup, names, reconciler, scheduling
 from gitquorum.kube.spec import RepositorySpec
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,48 @@ def register(
                     await asyncio.wait_for(wake.wait(), delay)
         finally:
             wakeups.forget(key)
+
+    backups = backingup.Backups(kube, events=post_event, metrics=work.metrics)
+
+    @kopf.on.resume(
+        names.GROUP,
+        names.VERSION,
+        names.BACKUP_PLURAL,
+        registry=registry,
+        id="backup_resumed",
+        when=ours,
+    )
+    @kopf.on.create(
+        names.GROUP, names.VERSION, names.BACKUP_PLURAL, registry=registry, id="backup", when=ours
+    )
+    async def backup(body: Any, labels: Mapping[str, str], **_: Any) -> None:
+        plain = _plain(body)
+        try:
+            await backups.run(plain)
+        except backingup.Wait as wait:
+            raise kopf.TemporaryError(str(wait), delay=wait.delay) from wait
+        if labels.get(backingup.SCHEDULED_LABEL) == "true":
+            try:
+                await backups.prune(plain)
+            except Exception as error:  # retention is tried again after the next backup
+                log.warning("%s: retention not applied: %s", plain["spec"]["repository"], error)
+                post_event(plain, "Warning", "RetentionFailed", str(error))
+
+    @kopf.timer(
+        names.GROUP,
+        names.VERSION,
+        names.PLURAL,
+        registry=registry,
+        id="backup_schedule",
+        interval=30.0,
+        when=lambda spec, namespace, **_: (
+            bool((spec.get("backup") or {}).get("schedule")) and ours(namespace)
+        ),
+    )
+    async def backup_schedule(body: Any, namespace: str, name: str, **_: Any) -> None:
+        created = await scheduling.tick(kube, _plain(body))
+        if created is not None:
+            log.info("%s/%s: scheduled backup %s created", namespace, name, created)
 
     @kopf.on.delete(
         names.GROUP, names.VERSION, names.PLURAL, registry=registry, id="deleted", when=ours

@@ -41,6 +41,28 @@ class OperatorMetrics:
         self.pods_created = metrics.Counter(
             "gitquorum_operator_pods_created_total", "Replica pods created.", labels=()
         )
+        self.backups = metrics.Counter(
+            "gitquorum_backups_total",
+            "Backups that ended, by repository and result (completed, failed).",
+            labels=("namespace", "repository", "result"),
+        )
+        self.backup_last_success = metrics.GaugeFamily(
+            "gitquorum_backup_last_success_timestamp_seconds",
+            "When the newest backup of a repository completed (Unix time).",
+            labels=("namespace", "repository"),
+        )
+        self.backup_age = metrics.GaugeFamily(
+            "gitquorum_backup_age_seconds",
+            "Seconds since the newest backup of a repository completed.",
+            labels=("namespace", "repository"),
+            values=self.backup_last_success.values,
+            since=time.time,
+        )
+        self.backup_size = metrics.GaugeFamily(
+            "gitquorum_backup_size_bytes",
+            "Bytes uploaded by the newest completed backup of a repository.",
+            labels=("namespace", "repository"),
+        )
         self.gauges = [
             metrics.Gauge("gitquorum_operator_repositories", "Repositories watched.", repositories),
             metrics.Gauge(
@@ -58,6 +80,10 @@ class OperatorMetrics:
             self.errors,
             self.stale_cache,
             self.pods_created,
+            self.backups,
+            self.backup_last_success,
+            self.backup_age,
+            self.backup_size,
         ):
             lines.extend(metric.render())
         for gauge in self.gauges:

@@ -3,6 +3,8 @@
 GROUP = "gitquorum.io"
 VERSION = "v1alpha1"
 PLURAL = "gitrepositories"
+BACKUP_PLURAL = "gitrepositorybackups"
+BACKUP_KIND = "GitRepositoryBackup"
 KIND = "GitRepository"
 
 REPOSITORY_LABEL = "gitquorum.io/repository"

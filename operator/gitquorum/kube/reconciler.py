@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from gitquorum.kube import (
     api,
+    bootstrapping,
     context,
     ensuring,
     manifests,
@@ -37,7 +38,13 @@ log = logging.getLogger(__name__)
 __all__ = ["Memory", "Notes", "Reconciler", "Settings"]
 
 
-class Reconciler(observing.Observing, ensuring.Ensuring, updating.Updating, upkeeping.Upkeeping):
+class Reconciler(
+    observing.Observing,
+    ensuring.Ensuring,
+    updating.Updating,
+    upkeeping.Upkeeping,
+    bootstrapping.Bootstrapping,
+):
     """One repository's passes; keeps only caches of what is stored elsewhere."""
 
     def __init__(
@@ -115,6 +122,7 @@ class Reconciler(observing.Observing, ensuring.Ensuring, updating.Updating, upke
         if durable.leader is not None and durable.term > 0:
             await self._configure(durable, observed, memory)
             await self._permit_upkeep(body, spec, observed, memory)
+            await self._bootstrap(body, durable, observed, memory)
         self._report_divergence(body, durable, observed, memory)
         self._report_damage(body, observed, memory)
         self._report_cordoned(body, observed, memory)

@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gitquorum.kube import names, planning, rolling
+from gitquorum.kube import backupspecs, bootstrapping, names, planning, rolling, scheduling
 from gitquorum.replication import decisions
 
 
@@ -69,12 +69,50 @@ def derive(
     status["conditions"] = merge_conditions(
         (body.get("status") or {}).get("conditions") or [],
         [
-            *conditions(durable, observed, replicas=replicas, blocked=blocked),
+            *restored(body, conditions(durable, observed, replicas=replicas, blocked=blocked)),
             updating(update or rolling.Update(rolling.Action.NONE, ""), revision),
+            *backups(body),
         ],
         generation=int(metadata.get("generation", 0)),
     )
     return status
+
+
+def restored(
+    body: Mapping[str, Any], current: list[tuple[str, bool, str, str]]
+) -> list[tuple[str, bool, str, str]]:
+    """With ``spec.bootstrap.fromBackup``: the Restored condition, and Ready only once it
+    holds (clients must not take a half-restored repository for the backup)."""
+    if backupspecs.RestoreSpec.from_spec(body.get("spec") or {}) is None:
+        return current
+    restore = (body.get("status") or {}).get("restore") or {}
+    phase = restore.get("phase") or "Pending"
+    message = restore.get("message") or "waiting for a leader to restore the backup"
+    if phase == bootstrapping.COMPLETED:
+        return [*current, ("Restored", True, "Restored", message)]
+    reason = "RestoreFailed" if phase == bootstrapping.FAILED else f"Restore{phase}"
+    gated = [
+        ("Ready", False, reason, f"not restored yet: {message}")
+        if kind == "Ready"
+        else (kind, value, why, text)
+        for kind, value, why, text in current
+    ]
+    return [*gated, ("Restored", False, reason, message)]
+
+
+def backups(body: Mapping[str, Any]) -> list[tuple[str, bool, str, str]]:
+    """BackupsUpToDate, with ``spec.backup``: a warning when backups fail or fall behind."""
+    spec = backupspecs.BackupSpec.from_spec(body.get("spec") or {})
+    if spec is None:
+        return []
+    problem = spec.schedule_problem()
+    if problem is not None:
+        return [("BackupsUpToDate", False, "ScheduleInvalid", problem)]
+    now = datetime.datetime.now(datetime.UTC)
+    created = backupspecs.parse_time(body["metadata"].get("creationTimestamp")) or now
+    summary = (body.get("status") or {}).get("backup") or {}
+    found = scheduling.condition(spec, summary, created=created, now=now)
+    return [] if found is None else [found]
 
 
 def revisions(

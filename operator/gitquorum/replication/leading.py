@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import pathlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -433,6 +434,48 @@ class Leadership:
                 self._await_commits(commits),
             )
             return True
+
+    async def install(
+        self,
+        *,
+        changes: tuple[transactions.Change, ...],
+        head: str | None,
+        objects: pathlib.Path,
+    ) -> decisions.Applied:
+        """Writes a restored ref state into an empty repository through the quorum.
+
+        ``objects`` is a scratch object directory whose ``pack`` holds every object the refs
+        reach. The restore is one transaction like a push's, so every replica gets it by the
+        replication protocol (prepared on a majority before any ref moves, then committed)
+        and no replica can be left with a restore the others lack.
+        """
+        async with self.write_lock:
+            if not self.ready:
+                raise errors.Unavailable(f"the leader is not ready: {self.ready_reason}")
+            if self._store.refs or self._store.state.generation:
+                raise errors.Conflict(
+                    f"the repository is not empty (generation {self._store.state.generation}, "
+                    f"{len(self._store.refs)} refs): a backup is restored only into a new one"
+                )
+            transaction = transactions.Transaction(
+                id=uuid.uuid4().hex,
+                term=self.term,
+                generation=self._store.state.generation + 1,
+                seq=self._next_seq(),
+                changes=changes,
+                head=head,
+                files=tuple(transactions.pack_files(objects / "pack")),
+            )
+            await self._store.stage_from_quarantine(transaction, objects)
+            if not await self._replicate(transaction, record=True):
+                await self._abandon(transaction)
+                raise errors.NoQuorum(self._no_quorum_reason())
+            self.lease_generation = transaction.generation
+            commits = self._send_commits(transaction)
+            await asyncio.gather(
+                self._store.apply(transaction, check_old=True), self._await_commits(commits)
+            )
+            return self._store.applied
 
     def _refusal(self, request: hooks.Request) -> str | None:
         if not self.ready:

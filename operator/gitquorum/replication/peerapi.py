@@ -8,6 +8,9 @@ Routes (every one but ``/healthz`` needs a bearer token):
   of any object, for copies (``catchup``), with the replication token;
 - ``GET /admin/status``, ``PUT /admin/configuration``: the controller's view and its word
   (``replica``), with the admin token;
+- ``POST /admin/backup``, ``POST /admin/restore``: a backup taken here, a restore applied
+  here (``archiving``), with the admin token; answered with the backup's manifest, or
+  ``ok: false`` and why (the store refused, the backup is corrupt);
 - ``POST /replication/turn``, ``GET /replication/integrity``, ``PUT /admin/upkeep``: turns
   for maintenance, whether a peer may repair from this replica, the controller's permit
   (``upkeep``). A replica that found damage in its objects serves no copy or repair
@@ -23,6 +26,7 @@ and generation.
 
 import asyncio
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -30,8 +34,9 @@ from typing import Any
 from aiohttp import web
 
 from gitquorum import errors
+from gitquorum.backup import manifests
 from gitquorum.protocol import smarthttp
-from gitquorum.replication import membership, messages, replica, upkeep, versions
+from gitquorum.replication import archiving, membership, messages, replica, upkeep, versions
 from gitquorum.server import bodies, clients, repositories, services, writepath
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,7 @@ class PeerApi:
         peer_token: str,
         admin_token: str,
         keeper: upkeep.Upkeep | None = None,
+        archivist: archiving.Archivist | None = None,
     ) -> None:
         self._replica = member
         self._git = git
@@ -71,6 +77,7 @@ class PeerApi:
         self._peer_token = peer_token
         self._admin_token = admin_token
         self._upkeep = keeper
+        self._archivist = archivist
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._errors], client_max_size=MAX_MESSAGE_BYTES)
@@ -94,6 +101,9 @@ class PeerApi:
             app.router.add_post("/replication/turn", self._json(self._upkeep.turns.answer))
             app.router.add_get("/replication/integrity", self._integrity)
             app.router.add_put("/admin/upkeep", self._permit)
+        if self._archivist is not None:
+            app.router.add_post("/admin/backup", self._backup)
+            app.router.add_post("/admin/restore", self._restore)
         return app
 
     # -- access ---------------------------------------------------------------------------------
@@ -257,6 +267,16 @@ class PeerApi:
         assert self._upkeep is not None
         return web.json_response(self._upkeep.permit(messages.decode(await request.read())))
 
+    async def _backup(self, request: web.Request) -> web.Response:
+        assert self._archivist is not None
+        backup = archiving.BackupRequest.parse(messages.decode(await request.read()))
+        return await _archived(self._archivist.back_up(backup))
+
+    async def _restore(self, request: web.Request) -> web.Response:
+        assert self._archivist is not None
+        restore = archiving.RestoreRequest.parse(messages.decode(await request.read()))
+        return await _archived(self._archivist.restore(restore))
+
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -273,6 +293,18 @@ async def _stream(
             await response.write(chunk)
         await response.write_eof()
         return response
+
+
+async def _archived(job: Awaitable[manifests.Manifest]) -> web.Response:
+    """A backup's or restore's answer: its manifest, or why it failed (200, ``ok: false``:
+    the request was understood; the store or the backup is at fault)."""
+    try:
+        manifest = await job
+    except errors.BackupError as error:
+        # The kind tells the operator whether asking again may help (an unreachable store)
+        # or not (a corrupt backup).
+        return web.json_response({"ok": False, "reason": str(error), "error": type(error).__name__})
+    return web.json_response({"ok": True, "manifest": json.loads(manifest.to_json())})
 
 
 def _error(status: int, message: str) -> web.Response:

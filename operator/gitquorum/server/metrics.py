@@ -126,6 +126,29 @@ class Gauge:
 
 
 @dataclasses.dataclass
+class GaugeFamily:
+    """A value per label set, set by the code it describes; ``since`` renders the seconds
+    elapsed since the value (a timestamp) instead."""
+
+    name: str
+    help: str
+    labels: Sequence[str] = LABELS
+    values: dict[Labels, float] = dataclasses.field(default_factory=dict)
+    since: Callable[[], float] | None = None
+
+    def set(self, labels: Labels, value: float) -> None:
+        self.values[labels] = value
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} gauge"
+        now = self.since() if self.since is not None else None
+        for labels, value in sorted(self.values.items()):
+            shown = value if now is None else max(0.0, now - value)
+            yield f"{_series(self.name, names=self.labels, values=labels)} {shown:g}"
+
+
+@dataclasses.dataclass
 class StateSet:
     """Which of several states holds: one series per state, 1 for the current one, else 0.
 

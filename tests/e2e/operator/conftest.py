@@ -31,6 +31,7 @@ from tests.e2e.operator import repos
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "gitquorum"
 CRD_FILE = REPO / "crds" / "gitrepositories.gitquorum.io.yaml"
+BACKUP_CRD_FILE = REPO / "crds" / "gitrepositorybackups.gitquorum.io.yaml"
 RELEASE = "gitquorum"
 SYSTEM_NAMESPACE = "gitquorum-system"
 SYSTEM_KEY = "gitquorum.io/system"
@@ -103,6 +104,7 @@ def operator(
     # helm installs the chart's CRD only when there is none; a cluster kept from an older
     # checkout may serve an older schema.
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(BACKUP_CRD_FILE))
     kubectl("wait", "--for=condition=Established", f"crd/{repos.CRD}", "--timeout=60s")
     helm(
         "upgrade",
