@@ -16,6 +16,7 @@ BENCHMARKS = {
     "operator": "bench.operator",
     "planned": "bench.planned_change",
     "operator-faults": "bench.operator_faults",
+    "backup": "bench.backup",
 }
 
 
