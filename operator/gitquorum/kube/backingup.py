@@ -132,8 +132,15 @@ class Backups:
         except errors.ConfigError as error:
             raise Failed(str(error)) from error
         source = choose_source(repository)
-        if source is None:
+        pod = (
+            None
+            if source is None
+            else await asyncio.to_thread(self.kube.read_pod, namespace, source.name)
+        )
+        address = ((pod or {}).get("status") or {}).get("podIP")
+        if source is None or not address:
             raise Wait(f"no in-sync follower of {target} to take the backup from", delay=10)
+        source = dataclasses.replace(source, peer_url=f"http://{address}:{names.PEER_PORT}")
         attempts = int(status.get("attempts", 0)) + 1
         await self._patch(
             body,
@@ -266,15 +273,14 @@ class Backups:
 
 
 def choose_source(repository: Mapping[str, Any]) -> Source | None:
-    """An in-sync follower; the leader only for a repository of one replica."""
+    """An in-sync follower; the leader only for a repository of one replica. The address is
+    filled in from the replica's pod (``with_address``)."""
     status = repository.get("status") or {}
-    urls = {member.get("name"): member.get("peerUrl") for member in status.get("members") or ()}
-    candidates = []
-    for entry in status.get("replicaStatuses") or ():
-        url = urls.get(entry.get("name"))
-        if entry.get("state") != "InSync" or not url:
-            continue
-        candidates.append(Source(entry["name"], url, leader=entry.get("role") == "leader"))
+    candidates = [
+        Source(entry["name"], "", leader=entry.get("name") == status.get("leader"))
+        for entry in status.get("replicaStatuses") or ()
+        if entry.get("state") == "InSync" and entry.get("name")
+    ]
     followers = sorted((c for c in candidates if not c.leader), key=lambda c: c.name)
     if followers:
         return followers[0]
