@@ -1,7 +1,7 @@
 """``gitquorum-testbed``: a real Kubernetes control plane with simulated nodes, on one machine.
 
     gitquorum-testbed up [--nodes N] [--zones Z]   start everything (idempotent)
-    gitquorum-testbed env                          shell exports: KUBECONFIG, PATH, the object store (GITQUORUM_S3_*, AWS_*)
+    gitquorum-testbed env                          exports: KUBECONFIG, PATH, GITQUORUM_S3_*, AWS_*
     gitquorum-testbed status
     gitquorum-testbed logs POD [-n NAMESPACE] [-c CONTAINER]
     gitquorum-testbed down [--keep-state]
