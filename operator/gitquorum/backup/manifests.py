@@ -159,7 +159,11 @@ def from_json(data: bytes) -> Manifest:
         raise errors.BackupCorrupt(f"{where}: a full backup with base {manifest.base}")
     if manifest.kind == "incremental" and manifest.base is None:
         raise errors.BackupCorrupt(f"{where}: an incremental backup without a base")
-    if manifest.base is not None and manifest.base >= manifest.id:
+    # Two backups may start in the same second (ids have second resolution): a base of the
+    # same second is fine, one of a later time or the backup itself is not.
+    if manifest.base is not None and (
+        manifest.base == manifest.id or layout.created_of(manifest.base) > manifest.created
+    ):
         raise errors.BackupCorrupt(f"{where}: its base {manifest.base} is not older")
     return manifest
 

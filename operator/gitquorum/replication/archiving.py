@@ -173,7 +173,8 @@ class Archivist:
         snapshot = bundling.Snapshot(
             generation=local.state.generation, head=local.head, refs=dict(local.refs)
         )
-        created = datetime.datetime.now(datetime.UTC)
+        # The id carries the time the operator created the backup; the manifest says the same.
+        created = layout.created_of(request.id)
         store = objectstore.ObjectStore(request.location)
         existing: list[manifests.Manifest] = await _step(
             name, "object store listed", asyncio.to_thread, store.list_manifests

@@ -8,6 +8,8 @@ to the source since.
 
 from __future__ import annotations
 
+import base64
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -146,9 +148,9 @@ def _restore(
 
 
 def _refs(repository: repos.Repository, core: client.CoreV1Api) -> dict[str, str]:
+    """The refs as the repository advertises them, without HEAD and peeled tags."""
     refs = repos.remote_refs(repository.push_url(core))
-    refs.pop("HEAD", None)
-    return refs
+    return {ref: oid for ref, oid in refs.items() if ref != "HEAD" and not ref.endswith("^{}")}
 
 
 def _manifest(store: objectstore.Endpoint, key: str) -> manifests.Manifest:
@@ -222,7 +224,8 @@ def test_backup_incremental_chain_restores_and_before_picks_the_older(
     states, taken = [], []
     for index in range(3):
         for _ in range(5 if index == 0 else 2):
-            work.commit("x" * 200_000 if index == 0 else None)
+            # Incompressible content, so that the full backup is visibly larger.
+            work.commit(base64.b64encode(os.urandom(100_000)).decode() if index == 0 else None)
         work.push(url)
         source.wait_in_sync(3)
         states.append(_refs(source, core))
@@ -375,13 +378,13 @@ def test_restore_from_corrupted_bundle_fails_and_repository_is_not_ready(
     repos.apply(kubectl, namespace, repos.manifest("from-corrupt", spec))
     repository = repos.Repository(api_client, namespace, "from-corrupt")
     final = repository.wait(
-        "restore phase Failed",
-        lambda s: (s.get("restore") or {}).get("phase") == "Failed",
+        "condition Restored False with reason RestoreFailed",
+        lambda s: repository.condition("Restored", s).get("reason") == "RestoreFailed",
         timeout=180,
     )
     assert "sha256" in final["restore"]["message"] or "corrupt" in final["restore"]["message"]
     assert repository.condition("Ready", final).get("status") == "False", final
-    assert repository.condition("Restored", final).get("reason") == "RestoreFailed", final
+    assert final["restore"]["phase"] == "Failed", final["restore"]
     assert _refs(repository, core) == {}
 
 
