@@ -9,6 +9,8 @@ to the source since.
 from __future__ import annotations
 
 import base64
+import datetime
+import functools
 import os
 import threading
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from gitquorum.backup import manifests
+from gitquorum.backup import layout, manifests
 from gitquorum.replication import checksum
 from gitquorum_testbed import cluster, objectstore
 from tests import waiting
@@ -147,6 +149,10 @@ def _restore(
     return repository
 
 
+def _reached(moment: datetime.datetime) -> bool:
+    return datetime.datetime.now(datetime.UTC) >= moment
+
+
 def _refs(repository: repos.Repository, core: client.CoreV1Api) -> dict[str, str]:
     """The refs as the repository advertises them, without HEAD and peeled tags."""
     refs = repos.remote_refs(repository.push_url(core))
@@ -229,6 +235,15 @@ def test_backup_incremental_chain_restores_and_before_picks_the_older(
         work.push(url)
         source.wait_in_sync(3)
         states.append(_refs(source, core))
+        if taken:
+            # A backup's time has whole seconds: the next one must not share the previous
+            # one's second, or "before" could not tell them apart.
+            next_second = layout.created_of(taken[-1]["backupId"]) + datetime.timedelta(seconds=1)
+            waiting.until(
+                "the clock past the previous backup's second",
+                functools.partial(_reached, next_second),
+                interval=0.05,
+            )
         taken.append(_back_up(api_client, namespace, "chain", f"chain-{index}"))
     assert [s["phase"] for s in taken] == ["Completed"] * 3, taken
     assert [s["kind"] for s in taken] == ["full", "incremental", "incremental"], taken
@@ -249,7 +264,7 @@ def test_backup_incremental_chain_restores_and_before_picks_the_older(
             "objectStore": _object_store(store),
             "repository": "chain",
             "namespace": namespace,
-            "before": taken[1]["completedAt"],
+            "before": layout.created_of(taken[1]["backupId"]).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         replicas=1,
     )
