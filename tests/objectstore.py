@@ -10,7 +10,6 @@ process afterwards. The integration tier's ``object_store`` fixture is one such 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import secrets
 import socket
 import subprocess
@@ -19,50 +18,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import boto3
-import botocore.config
 import botocore.exceptions
 
-from gitquorum_testbed import binaries
+from gitquorum_testbed import binaries, objectstore
 from tests import waiting
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
-BUCKET = "gitquorum-backups"
-REGION = "us-east-1"
+BUCKET = objectstore.BUCKET
+REGION = objectstore.REGION
 STARTUP_DEADLINE = 30.0
 STOP_GRACE = 10.0
 
 
-@dataclasses.dataclass(frozen=True)
-class ObjectStoreEndpoint:
-    """Where a running object store answers and how to sign requests to it."""
-
-    endpoint: str
-    """Base URL, ``http://127.0.0.1:<port>``."""
-    access_key: str
-    """The root account's access key id."""
-    secret_key: str
-    """The root account's secret access key."""
-    bucket: str
-    """A bucket that exists, created at start."""
-
-    def client(self) -> S3Client:
-        """A boto3 S3 client for this store, with short timeouts and path-style addressing."""
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name=REGION,
-            config=botocore.config.Config(
-                s3={"addressing_style": "path"},
-                connect_timeout=5,
-                read_timeout=30,
-                retries={"max_attempts": 1},
-            ),
-        )
+ObjectStoreEndpoint = objectstore.Endpoint
+"""Where a running store answers and how to sign requests to it: the testbed's own type, so a
+test written against either store reads the same."""
 
 
 @contextlib.contextmanager
