@@ -17,6 +17,7 @@ BENCHMARKS = {
     "planned": "bench.planned_change",
     "operator-faults": "bench.operator_faults",
     "backup": "bench.backup",
+    "maintenance": "bench.maintenance",
 }
 
 
