@@ -4,16 +4,21 @@ Three replicas on loopback with a fixed configuration (r0 leads); the tests star
 wipe replicas themselves. The fault scenarios with a controller are in tests/faults.
 """
 
+import base64
 import json
 import pathlib
 import shutil
+import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
+from gitquorum.protocol import pktline
 from tests import waiting
+from tests.integration import helpers
 from tests.integration.helpers import Git
 from tests.integration.replicas import Replicas, http_error
 
@@ -226,3 +231,124 @@ def test_replica_follower_without_lease_forwards_reads(
     result = git.run("ls-remote", replicas.url("r1"), check=False)
     assert result.returncode != 0
     assert "503" in result.stderr or "leader cannot be reached" in result.stderr, result.stderr
+
+
+def test_replica_behind_rejoins_while_pushes_continue(
+    git: Git, replicas: Replicas, tmp_path: pathlib.Path
+) -> None:
+    """A follower that fell behind votes again within 10 s under 4 clients pushing without
+    pause (issue 14): its copies must not keep it one generation behind for ever."""
+    work = _work(git, tmp_path)
+    git.run("push", "-q", replicas.url("r0"), "main", cwd=work)
+    replicas.wait_in_sync()
+    replicas.kill("r2")
+    for index in range(3):
+        git.commit(work, "file", f"behind {index}\n")
+        git.run("push", "-q", replicas.url("r0"), "main", cwd=work)
+    stop = threading.Event()
+    pushed: list[str] = []
+
+    def push_without_pause(client: int) -> None:
+        clone = tmp_path / f"client-{client}"
+        git.run("clone", "-q", replicas.url("r0"), str(clone))
+        while not stop.is_set():
+            git.commit(clone, f"file-{client}", f"push {len(pushed)}\n")
+            git.run("push", "-q", replicas.url("r0"), f"HEAD:refs/heads/c{client}", cwd=clone)
+            pushed.append(f"c{client}")
+
+    pushers = [threading.Thread(target=push_without_pause, args=(n,)) for n in range(4)]
+    for pusher in pushers:
+        pusher.start()
+    try:
+        waiting.until("pushes under way", lambda: len(pushed) >= 8, timeout=30)
+        replicas.start("r2")
+        replicas.configure("r2")
+        started = len(pushed)
+        waiting.until(
+            "r2 in sync and serving reads while 4 clients push",
+            lambda: (lambda s: s["state"] == "InSync" and s["readable"])(replicas.status("r2")),
+            timeout=10,
+            interval=0.1,
+            seen=lambda: (replicas.status("r2"), replicas.status("r0")["generation"]),
+        )
+        assert all(pusher.is_alive() for pusher in pushers), "a client stopped pushing"
+        assert len(pushed) > started, "no push went on while r2 caught up"
+    finally:
+        stop.set()
+        for pusher in pushers:
+            pusher.join(timeout=60)
+
+
+def _statuses(report: bytes) -> dict[str, str]:
+    """ref -> ok or ng, from a report-status without side-band."""
+    found = {}
+    for packet in pktline.decode(report):
+        if packet.kind is not pktline.Kind.DATA:
+            continue
+        line = packet.payload.decode().rstrip("\n")
+        if line.startswith(("ok ", "ng ")):
+            found[line.split(" ")[1]] = line[:2]
+    return found
+
+
+def _git_would_report(git: Git, repository: pathlib.Path, body: bytes, copy: pathlib.Path) -> bytes:
+    """What plain git receive-pack answers to ``body`` on a copy of ``repository``."""
+    shutil.copytree(repository, copy)
+    hooks = copy / "hooks"
+    shutil.rmtree(hooks, ignore_errors=True)
+    return subprocess.run(
+        ["git", "-c", "core.hooksPath=/dev/null", "receive-pack", "--stateless-rpc", str(copy)],
+        input=body,
+        capture_output=True,
+        env=git.env,
+        check=True,
+    ).stdout
+
+
+@pytest.mark.parametrize("atomic", [False, True], ids=["plain", "atomic"])
+def test_replica_push_with_one_stale_ref_reports_it_as_git_does(
+    git: Git, replicas: Replicas, tmp_path: pathlib.Path, atomic: bool
+) -> None:
+    """A push of two refs where one moved since the client read it: without --atomic the
+    other is updated and only the stale one reported ng, as git receive-pack does; with
+    --atomic, nothing changes (issue 14)."""
+    work = _work(git, tmp_path)
+    first = git.out("rev-parse", "HEAD", cwd=work)
+    git.run("push", "-q", replicas.url("r0"), "main", "main:refs/heads/side", cwd=work)
+    moved = git.commit(work, "side", "someone else\n")
+    git.run("push", "-q", replicas.url("r0"), "HEAD:refs/heads/side", cwd=work)
+    git.run("reset", "-q", "--hard", first, cwd=work)
+    new = git.commit(work, "mine", "mine\n")
+    replicas.wait_in_sync()
+    leader = replicas.data("r0") / "repositories" / "repository.git"
+    capabilities = "report-status" + (" atomic" if atomic else "")
+    commands, pack = helpers.push_body(
+        git, work, ref="refs/heads/main", old=first, new=new, capabilities=capabilities
+    )
+    stale = pktline.encode(f"{first} {new} refs/heads/side".encode())
+    body = commands[: -len(pktline.FLUSH)] + stale + pktline.FLUSH + pack
+    expected = _statuses(_git_would_report(git, leader, body, tmp_path / "plain.git"))
+
+    url = replicas.url("r0").replace(f"{helpers.ALICE[0]}:{helpers.ALICE[1]}@", "")
+    request = urllib.request.Request(
+        f"{url}/git-receive-pack",
+        data=body,
+        headers={
+            "Content-Type": "application/x-git-receive-pack-request",
+            "Authorization": "Basic " + base64.b64encode(":".join(helpers.ALICE).encode()).decode(),
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        report = response.read()
+
+    assert _statuses(report) == expected, (report, expected)
+    wanted_main = first if atomic else new
+    assert expected == {
+        "refs/heads/main": "ng" if atomic else "ok",
+        "refs/heads/side": "ng",
+    }, expected
+    checksum = replicas.wait_in_sync()
+    for replica in replicas.ids:
+        refs = git.refs(replicas.data(replica) / "repositories" / "repository.git")
+        assert refs == {"refs/heads/main": wanted_main, "refs/heads/side": moved}, replica
+    assert checksum

@@ -25,6 +25,7 @@ from typing import Any
 
 from gitquorum import errors
 from gitquorum.replication import (
+    backlog,
     catchup,
     decisions,
     leading,
@@ -70,6 +71,8 @@ class Following:
         self._lease_task: asyncio.Task[None] | None = None
         self._copy_task: asyncio.Task[None] | None = None
         self._copy_failed_at = float("-inf")
+        self.backlog = backlog.Backlog()
+        """Pushes sent while this follower copies, for after the copy."""
         self._released = False
         """Set once this replica gave its read lease back for good (it is shutting down)."""
 
@@ -214,6 +217,10 @@ class Following:
         if refusal is not None:
             return refusal
         transaction = prepare.transaction
+        if transaction.generation > self._store.state.generation + 1:
+            self._start_copy()
+        if self.copying and not self.backlog.full():
+            return await self._hold(transaction, files)
         refusal = self._refuse_prepare(transaction)
         if refusal is not None:
             return refusal
@@ -227,6 +234,23 @@ class Following:
                 return refusal
             await self._store.record_prepared(transaction)
         return self._answer(ok=True)
+
+    async def _hold(
+        self, transaction: transactions.Transaction, files: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        """Keeps a push prepared during a copy for after it (``backlog``); not stored."""
+        await self._store.stage_from_stream(transaction, files)
+        if not self.copying:  # the copy ended while the files came: judge it as usual
+            async with self.lock:
+                refusal = self._refuse_prepare(transaction)
+                if refusal is not None:
+                    transactions.discard(self._store.staging_for(transaction))
+                    return refusal
+                await self._store.record_prepared(transaction)
+            return self._answer(ok=True)
+        self.backlog.hold(transaction)
+        reason = f"at generation {self._store.state.generation}, catching up (held for after)"
+        return self._answer(ok=False, reason=reason)
 
     def _refuse_prepare(self, transaction: transactions.Transaction) -> dict[str, Any] | None:
         expected = self._store.state.generation + 1
@@ -250,6 +274,9 @@ class Following:
             state = self._store.state
             if state.last_transaction == transaction_id:
                 return self._answer(ok=True)
+            if self.copying and self.backlog.holds(transaction_id):
+                self.backlog.commit(transaction_id)
+                return self._answer(ok=False, reason="catching up: applied after the copy")
             prepared = state.prepared
             if prepared is None or prepared.id != transaction_id:
                 self._start_copy()
@@ -264,6 +291,9 @@ class Following:
         if refusal is not None:
             return refusal
         async with self.lock:
+            held = self.backlog.abort(abort.transaction)
+            if held is not None:
+                transactions.discard(self._store.staging_for(held))
             await self._store.drop_prepared(abort.transaction)
         return self._answer(ok=True)
 
@@ -331,6 +361,32 @@ class Following:
     async def _copy(self, leader: membership.Member) -> None:
         try:
             await self._copier.copy(leader, lock=self.lock)
+            async with self.lock:
+                await self._drain_backlog()
         except Exception as error:  # logged and retried at a later heartbeat
             self._copy_failed_at = time.monotonic()
             log.warning("catching up from %s failed: %s", leader.id, error)
+        finally:
+            for held in self.backlog.clear():
+                transactions.discard(self._store.staging_for(held))
+
+    async def _drain_backlog(self) -> None:
+        """Applies the pushes the leader committed during the copy, in order, and holds the
+        one still prepared (``backlog``)."""
+        state = self._store.state
+        if state.rebuilding:
+            return
+        drain = self.backlog.drain(state.generation)
+        for held in drain.discard:
+            transactions.discard(self._store.staging_for(held))
+        for transaction in drain.apply:
+            await self._store.apply(transaction, check_old=True)
+        if drain.prepare is not None:
+            await self._store.record_prepared(drain.prepare)
+        if drain.apply or drain.prepare is not None:
+            log.info(
+                "after the copy: applied %s pushes committed meanwhile, now at generation %s%s",
+                len(drain.apply),
+                self._store.state.generation,
+                ", one prepared" if drain.prepare is not None else "",
+            )

@@ -403,20 +403,28 @@ class Leadership:
     # -- pushes ---------------------------------------------------------------------------------
 
     async def push(
-        self, channel: hooks.Channel, received: "asyncio.Future[frozenset[str]]"
+        self,
+        channel: hooks.Channel,
+        received: "asyncio.Future[frozenset[str]]",
+        *,
+        atomic: bool = False,
     ) -> bool:
         """Decides one push handed over by its hook; True once it is acknowledged.
 
         ``received`` resolves when git receive-pack has exited, whatever happened to it, to
-        the refs git reported as updated.
+        the refs git reported as updated. A ref that moved since the client read it is left
+        out of the transaction; git then refuses that ref alone (``ng``), as it does for any
+        push that is not ``atomic``, and updates the others.
         """
         request = await channel.request()
         async with self.write_lock:
-            reason = self._refusal(request)
+            stale = self._stale(request.changes)
+            reason = self._refusal(stale, request.changes, atomic=atomic)
             if reason is not None:
                 channel.reply(reason=reason)
                 return False
-            transaction = self._transaction(request)
+            changes = [change for change in request.changes if change.ref not in stale]
+            transaction = self._transaction(changes, request.quarantine)
             await self._store.stage_from_quarantine(transaction, request.quarantine)
             if not await self._replicate(transaction, record=True):
                 await self._abandon(transaction)
@@ -477,28 +485,35 @@ class Leadership:
             )
             return self._store.applied
 
-    def _refusal(self, request: hooks.Request) -> str | None:
+    def _stale(self, changes: list[transactions.Change]) -> frozenset[str]:
+        """The refs whose old value is not what they are here now."""
+        return frozenset(
+            change.ref
+            for change in changes
+            if self._store.refs.get(change.ref, transactions.ZERO_ID) != change.old
+        )
+
+    def _refusal(
+        self, stale: frozenset[str], changes: list[transactions.Change], *, atomic: bool
+    ) -> str | None:
         if not self.ready:
             return f"the leader is not ready: {self.ready_reason}"
-        for change in request.changes:
-            current = self._store.refs.get(change.ref, transactions.ZERO_ID)
-            if current != change.old:
-                return f"{change.ref} moved while you pushed (fetch first)"
+        # An atomic push is all or nothing; a push of stale refs only has nothing to do.
+        if stale and (atomic or len(stale) == len(changes)):
+            return f"{', '.join(sorted(stale))} moved while you pushed (fetch first)"
         return None
 
-    def _transaction(self, request: hooks.Request) -> transactions.Transaction:
-        files = (
-            transactions.pack_files(request.quarantine / "pack")
-            if request.quarantine is not None
-            else []
-        )
+    def _transaction(
+        self, changes: list[transactions.Change], quarantine: pathlib.Path | None
+    ) -> transactions.Transaction:
+        files = transactions.pack_files(quarantine / "pack") if quarantine is not None else []
         return transactions.Transaction(
             id=uuid.uuid4().hex,
             term=self.term,
             generation=self._store.state.generation + 1,
             seq=self._next_seq(),
-            changes=tuple(request.changes),
-            head=self._new_head(request.changes),
+            changes=tuple(changes),
+            head=self._new_head(changes),
             files=tuple(files),
         )
 

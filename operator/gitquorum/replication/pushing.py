@@ -54,7 +54,9 @@ class ReplicatedWritePath:
         leadership = self._leadership()
         channel = hooks.Channel.open(self._channels)
         received: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
-        deciding = asyncio.ensure_future(_decide(leadership.push(channel, received), channel))
+        atomic = push.commands.has(b"atomic")
+        decision = leadership.push(channel, received, atomic=atomic)
+        deciding = asyncio.ensure_future(_decide(decision, channel))
         output, failure = b"", None
         try:
             output, failure = await self._run(push, channel)
