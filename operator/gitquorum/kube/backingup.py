@@ -75,8 +75,11 @@ class Backups:
         namespace, name = metadata["namespace"], metadata["name"]
         try:
             manifest, source, store = await self._take(body, status)
+        except Wait as wait:
+            await self._patch(body, {"phase": PENDING, "message": str(wait)})
+            raise
         except Failed as failure:
-            await self._finish(body, {"phase": FAILED, "error": str(failure)})
+            await self._finish(body, {"phase": FAILED, "error": str(failure), "message": ""})
             self._metrics.backups.inc((namespace, body["spec"]["repository"], "failed"))
             self._events(body, "Warning", "BackupFailed", str(failure))
             log.warning("%s/%s: backup failed: %s", namespace, name, failure)
@@ -97,6 +100,7 @@ class Backups:
                 manifest.id,
             ),
             "error": "",
+            "message": "",
         }
         await self._finish(body, done)
         labels = (namespace, str(body["spec"]["repository"]))
@@ -149,6 +153,7 @@ class Backups:
                 "replica": source.name,
                 "startedAt": status.get("startedAt") or backupspecs.rfc3339(_now()),
                 "attempts": attempts,
+                "message": f"replica {source.name} takes the backup",
                 "objectStore": spec.object_store.to_status(),
             },
         )

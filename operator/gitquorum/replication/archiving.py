@@ -35,9 +35,8 @@ from gitquorum.server import spawning
 log = logging.getLogger(__name__)
 
 SCRATCH_DIRECTORY = "archiving"
-# Incrementals chained on one full backup before the next full one, unless asked otherwise:
-# a restore downloads the whole chain, so it must stay short.
-DEFAULT_MAX_CHAIN = 6
+# Incrementals chained on one full backup at most (the CRD's bound): a restore downloads the
+# whole chain.
 MAX_CHAIN = 100
 
 T = TypeVar("T")
