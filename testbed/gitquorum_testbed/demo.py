@@ -113,7 +113,7 @@ def main() -> int:
     print(f"""
 A replicated repository runs on the testbed and survived the loss of a node.
 
-  eval "$({env})"                       # the pinned kubectl and helm
+  eval "$({env})"                       # the pinned kubectl and helm, the object store
   git clone {url}
   kubectl get gitrepositories.gitquorum.io -n {NAMESPACE} -w     # watch the status
   kubectl get pods -n {NAMESPACE} -o wide                          # who runs where
@@ -121,6 +121,7 @@ A replicated repository runs on the testbed and survived the loss of a node.
   kubectl get events -n {NAMESPACE} -w                             # the operator's decisions
   .venv/bin/gitquorum-testbed node start <node>
   kubectl scale gitrepositories.gitquorum.io/{name} -n {NAMESPACE} --replicas=1   # or 3, 5
+  kubectl get gqbackup -n {NAMESPACE}                              # backups: docs/backups.md
   make testbed-down                                                # stop everything
 """)
     return 0
