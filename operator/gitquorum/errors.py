@@ -108,6 +108,10 @@ class ReplicationError(GitquorumError):
     """A replication message or a replica's stored state is malformed or inconsistent."""
 
 
+class PushRefused(RequestError):
+    """A push breaks a rule of the repository (a protected ref); nothing of it is applied."""
+
+
 class NoQuorum(Unavailable):
     """Too few replicas confirmed in time: nothing was acknowledged."""
 

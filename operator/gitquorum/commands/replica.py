@@ -21,6 +21,7 @@ from gitquorum.replication import (
     metrics,
     peerapi,
     peerclient,
+    protection,
     pushing,
     replica,
     store,
@@ -71,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON configuration (term, leader, members) to start with",
     )
     parser.add_argument("--auth-file", type=pathlib.Path, help="users and hashed tokens")
+    parser.add_argument(
+        "--policy-file",
+        type=pathlib.Path,
+        help="protected refs (JSON, reloaded when it changes; see replication/protection.py)",
+    )
     parser.add_argument("--anonymous-read", action="store_true", help="clone without credentials")
     parser.add_argument(
         "--leader-lease", type=float, default=timing.leader_lease, help="seconds (%(default)s)"
@@ -289,7 +295,9 @@ async def _main(
         server_settings,
         environment=os.environ,
         runner=runner,
-        write_path=pushing.ReplicatedWritePath(runner, member, channels),
+        write_path=pushing.ReplicatedWritePath(
+            runner, member, channels, policy=protection.PolicyFile(args.policy_file)
+        ),
         middlewares=(forwarder.middleware,),
         # Ready also while the leader changes: requests are held then, not refused, and a
         # Service with no ready replica for that moment would refuse every client.

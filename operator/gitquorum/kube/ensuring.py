@@ -33,18 +33,22 @@ class Ensuring(context.Context):
         namespace = body["metadata"]["namespace"]
         repository = body["metadata"]["name"]
         fresh = self.clock() - memory.ensured_at < self.settings.resync_interval
-        if fresh and memory.ensured[::2] == (spec.replicas, spec.credentials_secret):
+        policy = spec.policy()
+        # memory.ensured: (replicas, credentials fingerprint, credentials Secret, policy)
+        unchanged = (spec.replicas, spec.credentials_secret, policy)
+        if fresh and memory.ensured[:1] + memory.ensured[2:] == unchanged:
             return None
         credentials = await self._credentials(body, spec)
         if isinstance(credentials, str):
             return credentials
         username, password = credentials
-        fingerprint = hashlib.sha256(f"{username}:{password}".encode()).hexdigest()
-        wanted = (spec.replicas, fingerprint, spec.credentials_secret)
+        secret = f"{username}:{password}\n{policy}"
+        fingerprint = hashlib.sha256(secret.encode()).hexdigest()
+        wanted = (spec.replicas, fingerprint, spec.credentials_secret, policy)
         if memory.ensured == wanted and memory.admin_token:
             memory.ensured_at = self.clock()
             return None
-        await self._ensure_auth(body, username, password, fingerprint)
+        await self._ensure_auth(body, username, password, fingerprint, policy)
         tokens = {"peer-token": secrets.token_hex(24), "admin-token": secrets.token_hex(24)}
         replication = manifests.secret(body, names.replication_secret(repository), tokens)
         await asyncio.to_thread(self.kube.create, namespace, replication)
@@ -107,9 +111,10 @@ class Ensuring(context.Context):
         return data["username"], data["password"]
 
     async def _ensure_auth(
-        self, body: context.Body, username: str, password: str, fingerprint: str
+        self, body: context.Body, username: str, password: str, fingerprint: str, policy: str
     ) -> None:
-        """The hashed credentials the replicas check; rewritten when the credentials change."""
+        """The hashed credentials the replicas check and their protected refs (``policy``);
+        rewritten when either changes. Replicas read both again when the Secret changes."""
         namespace = body["metadata"]["namespace"]
         name = names.auth_secret(body["metadata"]["name"])
         annotations = await asyncio.to_thread(self.kube.secret_annotations, namespace, name)
@@ -119,7 +124,7 @@ class Ensuring(context.Context):
         manifest = manifests.secret(
             body,
             name,
-            {"users": auth.render(username, hashed) + "\n"},
+            {"users": auth.render(username, hashed) + "\n", names.POLICY_KEY: policy},
             annotations={names.AUTH_FINGERPRINT: fingerprint},
         )
         if annotations is None:

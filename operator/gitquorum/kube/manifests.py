@@ -103,6 +103,7 @@ def _replica_pod(
         peer_token_file=f"{REPLICATION_MOUNT}/peer-token",
         admin_token_file=f"{REPLICATION_MOUNT}/admin-token",
         auth_file=f"{AUTH_MOUNT}/users",
+        policy_file=f"{AUTH_MOUNT}/{names.POLICY_KEY}",
         anonymous_read=spec.anonymous_read,
         leave_timeout=LEAVE_SECONDS,
         # Maintenance and scrubs only under the operator's permits, inside the window.

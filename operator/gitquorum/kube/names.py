@@ -73,6 +73,10 @@ def credentials_secret(repository: str) -> str:
     return f"{repository}-credentials"
 
 
+POLICY_KEY = "policy"
+"""The key of the auth Secret holding the protected refs (``replication/protection.py``)."""
+
+
 def auth_secret(repository: str) -> str:
     """The hashed form of the credentials that replicas check pushes against."""
     return f"{repository}-auth"

@@ -5,6 +5,7 @@ against objects stored before a default existed, or a CRD installed without them
 """
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,21 @@ class RepositorySpec:
     """Seconds before a replica evicted from a cordoned node is rebuilt elsewhere; -1: never."""
     maintenance_window: Mapping[str, Any] | None = None
     """``spec.maintenance.window`` as given (``kube/windows.py`` reads it); None: any time."""
+    protected_refs: tuple[Mapping[str, Any], ...] = ()
+    """``spec.protectedRefs`` as given (the CRD validates them; the replicas parse them)."""
+
+    def policy(self) -> str:
+        """The replicas' policy file (``replication/protection.py``), in one canonical form so
+        that an unchanged spec never rewrites it."""
+        rules = [
+            {
+                "pattern": str(rule.get("pattern", "")),
+                "allowForcePush": bool(rule.get("allowForcePush", False)),
+                "allowDeletion": bool(rule.get("allowDeletion", False)),
+            }
+            for rule in self.protected_refs
+        ]
+        return json.dumps({"protectedRefs": rules}, sort_keys=True) + "\n"
 
     @classmethod
     def from_body(cls, spec: Mapping[str, Any]) -> "RepositorySpec":
@@ -83,6 +99,7 @@ class RepositorySpec:
                 (spec.get("maintenance") or {}).get("cordonedNodeGraceSeconds")
             ),
             maintenance_window=(spec.get("maintenance") or {}).get("window") or None,
+            protected_refs=tuple(spec.get("protectedRefs") or ()),
         )
 
 

@@ -21,6 +21,7 @@ class ReplicaCommand:
     name: str | None = None
     admin_token_file: str | None = None
     auth_file: str | None = None
+    policy_file: str | None = None
     anonymous_read: bool = False
     leave_timeout: float | None = None
     maintenance_permits: bool = False
@@ -39,6 +40,8 @@ class ReplicaCommand:
             argv += ["--admin-token-file", self.admin_token_file]
         if self.auth_file is not None:
             argv += ["--auth-file", self.auth_file]
+        if self.policy_file is not None:
+            argv += ["--policy-file", self.policy_file]
         if self.anonymous_read:
             argv.append("--anonymous-read")
         if self.leave_timeout is not None:

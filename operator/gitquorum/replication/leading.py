@@ -53,6 +53,11 @@ from gitquorum.replication import (
 log = logging.getLogger(__name__)
 
 
+Screen = Callable[[hooks.Request], Awaitable[str | None]]
+"""Why a push handed over by its hook must be refused whatever the refs (a protected ref
+forced), or None; run before the quorum round."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """How long things may take, in seconds; see the replica's command line for defaults."""
@@ -408,6 +413,7 @@ class Leadership:
         received: "asyncio.Future[frozenset[str]]",
         *,
         atomic: bool = False,
+        screen: Screen | None = None,
     ) -> bool:
         """Decides one push handed over by its hook; True once it is acknowledged.
 
@@ -417,6 +423,11 @@ class Leadership:
         push that is not ``atomic``, and updates the others.
         """
         request = await channel.request()
+        # Rules on the push itself (protected refs) need no lock: they read only the push.
+        refused = await screen(request) if screen is not None else None
+        if refused is not None:
+            channel.reply(reason=refused)
+            raise errors.PushRefused(refused)
         async with self.write_lock:
             stale = self._stale(request.changes)
             reason = self._refusal(stale, request.changes, atomic=atomic)

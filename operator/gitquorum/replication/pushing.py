@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 from gitquorum import errors
 from gitquorum.protocol import reporting, smarthttp
-from gitquorum.replication import hooks, leading, replica
+from gitquorum.replication import hooks, leading, protection, replica
 from gitquorum.server import bodies, clients, repositories, spawning, writepath
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,17 @@ class ReplicatedWritePath:
     """Carries out pushes on the leader; the forwarding layer sends others here."""
 
     def __init__(
-        self, runner: spawning.GitRunner, member: replica.Replica, channels: pathlib.Path
+        self,
+        runner: spawning.GitRunner,
+        member: replica.Replica,
+        channels: pathlib.Path,
+        *,
+        policy: protection.PolicyFile | None = None,
     ) -> None:
         self._runner = runner
         self._replica = member
         self._channels = channels
+        self._policy = policy or protection.PolicyFile(None)
 
     def _leadership(self) -> leading.Leadership:
         leadership = self._replica.leadership
@@ -55,7 +61,9 @@ class ReplicatedWritePath:
         channel = hooks.Channel.open(self._channels)
         received: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
         atomic = push.commands.has(b"atomic")
-        decision = leadership.push(channel, received, atomic=atomic)
+        decision = leadership.push(
+            channel, received, atomic=atomic, screen=self._screen(push.repository.path)
+        )
         deciding = asyncio.ensure_future(_decide(decision, channel))
         output, failure = b"", None
         try:
@@ -72,6 +80,11 @@ class ReplicatedWritePath:
             if not deciding.cancelled():
                 raise
             acknowledged = None
+        except errors.PushRefused as refused:
+            log.info("repository %s: push refused: %s", push.repository.name, refused)
+            acknowledged = False
+            # git only says "pre-receive hook declined": the client sees the rule instead.
+            output, failure = reporting.rejection(push.commands, str(refused)), None
         except errors.GitquorumError as error:
             log.warning("repository %s: push not confirmed: %s", push.repository.name, error)
             acknowledged = False
@@ -81,6 +94,20 @@ class ReplicatedWritePath:
             channel.close()
         log.debug("push decided: %s", acknowledged)
         yield _replay(output, failure)
+
+    def _screen(self, repository: pathlib.Path) -> leading.Screen:
+        rules = self._policy.current()
+
+        async def screen(request: hooks.Request) -> str | None:
+            return await protection.refusal(
+                self._runner,
+                repository=repository,
+                quarantine=request.quarantine,
+                changes=request.changes,
+                rules=rules,
+            )
+
+        return screen
 
     async def _run(
         self, push: writepath.Push, channel: hooks.Channel

@@ -61,6 +61,22 @@ class GitOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class SshSettings:
+    """The SSH transport (``server/ssh.py``); off unless a port is given."""
+
+    port: int | None = None
+    """TCP port for SSH on the HTTP listen address; None: no SSH; 0 picks a free one."""
+    host_key: pathlib.Path | None = None
+    """OpenSSH private host key; one per repository, so known_hosts survives a failover."""
+    keys_file: pathlib.Path | None = None
+    """Keys allowed in, ``read|write <type> <base64> [comment]`` a line; None: nobody."""
+    reload_interval: float = 1.0
+    """Seconds between checks of the keys file for changes made while the server runs."""
+    login_timeout: float = 30.0
+    """Seconds a connection may take to authenticate before it is dropped."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ServerSettings:
     """Everything ``gitquorum serve`` needs to run."""
 
@@ -76,6 +92,8 @@ class ServerSettings:
     """Per-request bounds."""
     git: GitOptions = dataclasses.field(default_factory=GitOptions)
     """How git is run."""
+    ssh: SshSettings = dataclasses.field(default_factory=SshSettings)
+    """The SSH transport, off by default."""
     shutdown_timeout: float = 30.0
     """Seconds in-flight requests get to finish after SIGTERM."""
 
