@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import datetime
 import pathlib
+import re
 import shutil
 import statistics
 import subprocess
@@ -53,6 +54,8 @@ WATCH_SECONDS = 0.1
 """Status poll period: far below the time between two runs on a replica (16 pushes)."""
 MAX_FAILED_PUSHES = 10
 BRANCH = "push"
+PACKS_CHANGE = re.compile(r"packs (\d+) -> (\d+)")
+"""In a run's detail (``upkeep._describe``): the packs before and after it."""
 SERVED = ("ours", "gced")
 MIB = 1024 * 1024
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -227,12 +230,10 @@ class Watcher:
                     self.log.write(f"scrub on {replica['id']}: {scrub}")
 
     def packs(self) -> str:
-        """The packs each replica last reported."""
-        with self._lock:
-            return " ".join(
-                f"{replica_id} {upkeep.get('packs')}"
-                for replica_id, upkeep in sorted(self.status.items())
-            )
+        """The packs in each replica's repository now (the status's figures lag up to 5 s)."""
+        return " ".join(
+            f"{replica['id']} {_packs(_repository(replica))}" for replica in self.replicas
+        )
 
     def idle(self) -> str | None:
         """What keeps upkeep from being idle on some replica, or None."""
@@ -459,6 +460,14 @@ def _report(
         f"max {max((run.seconds for run in runs), default=0.0):.2f} s, "
         f"{sum(run.outcome != 'ok' for run in runs)} not ok"
     )
+    # What each run found and left: the count a replica reaches between runs, not only at rest.
+    found = [(int(m[1]), int(m[2])) for run in runs for m in [PACKS_CHANGE.search(run.detail)] if m]
+    if found:
+        log.step(
+            f"packs before a run: mean {statistics.mean(b for b, _ in found):.1f}, "
+            f"max {max(b for b, _ in found)}; after: mean "
+            f"{statistics.mean(a for _, a in found):.1f}, max {max(a for _, a in found)}"
+        )
     log.step(
         f"pushes: p50 {_p(every, 50) * 1000:.1f} ms, p99 {_p(every, 99) * 1000:.1f} ms; "
         f"during maintenance {len(during)} (p50 {_p_or_nan(during) * 1000:.1f} ms), "
