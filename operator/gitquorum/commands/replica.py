@@ -2,11 +2,13 @@
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import pathlib
 import socket
+import urllib.parse
 
 from gitquorum import errors
 from gitquorum.commands import serve
@@ -27,7 +29,7 @@ from gitquorum.replication import (
     store,
     upkeep,
 )
-from gitquorum.server import http, listening, repositories, settings, spawning
+from gitquorum.server import http, listening, repositories, settings, spawning, ssh
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "before it stops (%(default)s; the operator sets it, below the pod's "
         "terminationGracePeriodSeconds)",
     )
+    serve.add_ssh_arguments(parser)
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
@@ -217,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     peer_token = _token(args.peer_token_file, "peer")
     admin_token = _token(args.admin_token_file, "admin") if args.admin_token_file else peer_token
     upkeep_settings(args)  # refuses bad values before anything starts
+    serve.ssh_settings(args)
     timing = leading.Timing(
         leader_lease=args.leader_lease,
         follower_lease=args.follower_lease,
@@ -287,9 +291,11 @@ async def _main(
     forwarder = forwarding.Forwarder(member, hold=args.hold)
     server_settings = settings.ServerSettings(
         root=root,
+        host=settings.parse_listen(args.listen)[0],
         access=settings.Access(auth_file=args.auth_file, anonymous_read=args.anonymous_read),
         limits=limits,
         git=options,
+        ssh=serve.ssh_settings(args),
     )
     server = http.Server(
         server_settings,
@@ -325,6 +331,17 @@ async def _main(
         keeper=keeper,
         archivist=archiving.Archivist(member, runner=runner, data=data),
     )
+    secure_shell = None
+    if server_settings.ssh.port is not None:
+        secure_shell = ssh.SshServer(
+            server_settings,
+            services=server.services,
+            runner=runner,
+            resolver=server.resolver,
+            server_metrics=server.metrics,
+            routing=_ssh_routing(member, hold=args.hold),
+        )
+        await secure_shell.start()
     if configuration is not None:
         await member.configure(configuration)
     keeper.start()
@@ -339,6 +356,32 @@ async def _main(
         await keeper.stop()
         await member.close()
         await forwarder.close()
+        if secure_shell is not None:
+            await secure_shell.close()
+
+
+def _ssh_routing(member: replica.Replica, *, hold: float) -> ssh.Routing:
+    """What the SSH server asks this replica: reads under its lease, pushes to the leader."""
+
+    def leader_host() -> str | None:
+        leader = member.leader
+        if leader is None or leader.id == member.id:
+            return None
+        # Every replica of a repository listens for SSH on the same port (the pods do).
+        return urllib.parse.urlsplit(leader.url).hostname
+
+    def admitted() -> contextlib.AbstractContextManager[None]:
+        leadership = member.leadership
+        return leadership.admitted() if leadership is not None else contextlib.nullcontext()
+
+    return ssh.Routing(
+        readable=lambda: member.readable,
+        writable=lambda: member.writable,
+        in_transition=lambda: member.in_transition,
+        leader_host=leader_host,
+        admitted=admitted,
+        hold=hold,
+    )
 
 
 def _serves_clients(member: replica.Replica) -> bool:

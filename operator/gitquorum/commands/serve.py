@@ -6,9 +6,10 @@ import logging
 import os
 import pathlib
 import shutil
+import socket
 
 from gitquorum import errors
-from gitquorum.server import creating, http, listening, repositories, settings
+from gitquorum.server import creating, http, listening, repositories, settings, ssh
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-fsck", action="store_true", help="accept pushed objects without git's fsck checks"
     )
+    add_ssh_arguments(parser)
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+
+
+def add_ssh_arguments(parser: argparse.ArgumentParser) -> None:
+    """The SSH transport's options (``server/ssh.py``), shared with ``gitquorum replica``."""
+    group = parser.add_argument_group("git over SSH (off unless --ssh-port is given)")
+    group.add_argument(
+        "--ssh-port",
+        type=int,
+        metavar="PORT",
+        help="serve git over SSH on this port of the listen address; 0 picks one",
+    )
+    group.add_argument(
+        "--ssh-host-key", type=pathlib.Path, metavar="FILE", help="OpenSSH private host key"
+    )
+    group.add_argument(
+        "--ssh-keys-file",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="keys allowed in, one a line: read|write <type> <base64> [comment]; reloaded "
+        "when it changes",
+    )
+
+
+def ssh_settings(args: argparse.Namespace) -> settings.SshSettings:
+    """The SSH settings the arguments describe, checked."""
+    if args.ssh_port is None:
+        if args.ssh_host_key is not None or args.ssh_keys_file is not None:
+            raise errors.ConfigError("--ssh-host-key and --ssh-keys-file need --ssh-port")
+        return settings.SshSettings()
+    if not 0 <= args.ssh_port <= 65535:
+        raise errors.ConfigError(f"--ssh-port wants a port number, got {args.ssh_port}")
+    if args.ssh_host_key is None or args.ssh_keys_file is None:
+        raise errors.ConfigError("--ssh-port needs --ssh-host-key and --ssh-keys-file")
+    return settings.SshSettings(
+        port=args.ssh_port, host_key=args.ssh_host_key, keys_file=args.ssh_keys_file
     )
 
 
@@ -105,7 +143,13 @@ def settings_from(args: argparse.Namespace) -> settings.ServerSettings:
     if shutil.which(git.executable) is None:
         raise errors.ConfigError(f"{git.executable} not found in PATH")
     return settings.ServerSettings(
-        root=root, host=host, port=port, access=access, limits=limits, git=git
+        root=root,
+        host=host,
+        port=port,
+        access=access,
+        limits=limits,
+        git=git,
+        ssh=ssh_settings(args),
     )
 
 
@@ -132,5 +176,24 @@ def run(args: argparse.Namespace) -> int:
         sock = listening.bind(config.host, config.port)
     except OSError as error:
         raise errors.ConfigError(f"cannot listen on {args.listen}: {error}") from error
-    asyncio.run(listening.serve(server, sock))
+    asyncio.run(_serve(server, sock))
     return 0
+
+
+async def _serve(server: http.Server, sock: socket.socket) -> None:
+    """The HTTP server, and the SSH server beside it when asked for."""
+    secure_shell = None
+    if server.settings.ssh.port is not None:
+        secure_shell = ssh.SshServer(
+            server.settings,
+            services=server.services,
+            runner=server.runner,
+            resolver=server.resolver,
+            server_metrics=server.metrics,
+        )
+        await secure_shell.start()
+    try:
+        await listening.serve(server, sock)
+    finally:
+        if secure_shell is not None:
+            await secure_shell.close()

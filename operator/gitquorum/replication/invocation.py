@@ -25,6 +25,9 @@ class ReplicaCommand:
     anonymous_read: bool = False
     leave_timeout: float | None = None
     maintenance_permits: bool = False
+    ssh_port: int | None = None
+    ssh_host_key: str | None = None
+    ssh_keys_file: str | None = None
     extra: Sequence[str] = ()
     """Further options as given (timings, log level), after the ones above."""
 
@@ -48,4 +51,10 @@ class ReplicaCommand:
             argv += ["--leave-timeout", f"{self.leave_timeout:g}"]
         if self.maintenance_permits:
             argv.append("--maintenance-permits")
+        if self.ssh_port is not None:
+            argv += ["--ssh-port", str(self.ssh_port)]
+        if self.ssh_host_key is not None:
+            argv += ["--ssh-host-key", self.ssh_host_key]
+        if self.ssh_keys_file is not None:
+            argv += ["--ssh-keys-file", self.ssh_keys_file]
         return [*argv, *self.extra]

@@ -1,0 +1,559 @@
+"""The SSH transport: git over SSH, on the same repositories, limits and write path as HTTP.
+
+asyncssh does SSH; this module does what a git server does after it. A client logs in as
+``git`` with a public key from the keys file (``sshkeys``: ``read`` or ``write``), nothing
+else: no password, no keyboard-interactive, no shell, no subsystem, no forwarding of ports,
+agents or X11. Its one exec request names the service and the repository as git's SSH
+transport sends them, ``git-upload-pack '<path>'`` or ``git-receive-pack '<path>'``; the path
+is resolved as HTTP resolves its URL (``repositories``, confined to the root). A
+``GIT_PROTOCOL`` environment request is validated like the ``Git-Protocol`` header.
+
+A fetch is ``git upload-pack`` on the session itself (SSH is full duplex: no
+``--stateless-rpc``), run through the :class:`spawning.GitRunner` like any other git. A push
+is bridged to the stateless form the write path takes, so that it is replicated exactly as
+an HTTP push is: the server sends the receive-pack advertisement (that of
+``--stateless-rpc --advertise-refs``, without the ``# service=`` line HTTP adds); the
+client's commands and pack, until it closes its side, are then exactly a stateless-rpc
+request body, handed to ``services.receive_pack``, whose answer (report-status, side-band)
+goes back on the session. A client with nothing to push sends a flush alone and is done.
+
+On a replica (:class:`Routing`), a fetch is served only while the replica serves reads; a
+push that reaches a follower is relayed, byte for byte from the start of the session, to the
+leader's SSH server, which holds the repository's host key too: the follower logs in there
+with that key, as a peer, and names the client's key in an environment variable that the
+leader believes from a peer only. The leader then serves it like a push made to it.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+
+import asyncssh
+
+from gitquorum import errors
+from gitquorum.protocol import pktline, smarthttp
+from gitquorum.server import (
+    auth,
+    bodies,
+    clients,
+    metrics,
+    repositories,
+    services,
+    settings,
+    spawning,
+    sshkeys,
+)
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("gitquorum.access")
+
+USER = "git"
+"""The one user name SSH clients log in as, as on every git hosting service."""
+FORWARDED_FOR = "GITQUORUM_FORWARDED_FOR"
+"""Set by a follower relaying a push: the label of the client's key (believed from a peer only)."""
+FORWARDED_HOPS = "GITQUORUM_FORWARDED_HOPS"
+"""How many replicas a relayed push passed through, so that it cannot go round in circles."""
+MAX_HOPS = 3
+"""A client's replica, a deposed leader, the new leader: the longest path a switchover makes."""
+HOLD_POLL = 0.02
+READ_SIZE = spawning.READ_SIZE
+
+# git sends one short command line; a longer one is not git's and is refused unread.
+MAX_COMMAND_LENGTH = 4096
+# The label a peer forwards ends up in logs and in git's REMOTE_USER: kept short and plain.
+MAX_LABEL_LENGTH = 128
+
+_COMMAND = re.compile(r"git[- ](upload-pack|receive-pack) '([^'\\!]*)'")
+_SERVICES = {
+    "upload-pack": smarthttp.Service.UPLOAD_PACK,
+    "receive-pack": smarthttp.Service.RECEIVE_PACK,
+}
+
+
+class Refused(errors.GitquorumError):
+    """A session that is answered with a message on stderr and exit status 1."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Who logged in: a key of the keys file, or a peer replica relaying a client's push."""
+
+    label: str
+    fingerprint: str
+    permission: auth.Permission
+    peer: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Routing:
+    """What a replica's SSH server asks its replica; ``gitquorum serve`` has none."""
+
+    readable: Callable[[], bool]
+    """Whether this replica may serve a read now (its read lease)."""
+    writable: Callable[[], bool]
+    """Whether this replica leads and takes writes now."""
+    in_transition: Callable[[], bool]
+    """Whether the leader is changing, so that a push should wait a little, not fail."""
+    leader_host: Callable[[], str | None]
+    """The host of the leader when it is another replica, else None."""
+    admitted: Callable[[], contextlib.AbstractContextManager[None]]
+    """Counts a push served here, so that a hand-off waits for it."""
+    hold: float
+    """Seconds a push waits for a leader while the leader changes."""
+
+
+@dataclasses.dataclass
+class Session:
+    """What one SSH session did, for its log line and metrics."""
+
+    address: str = "-"
+    key: str = "-"
+    fingerprint: str = "-"
+    command: str = "-"
+    service: str = "none"
+    repository: str = "-"
+    outcome: str = "ok"
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def count_in(self, size: int) -> None:
+        self.bytes_in += size
+
+    def count_out(self, size: int) -> None:
+        self.bytes_out += size
+
+
+class SshServer:
+    """git over SSH for one server's repositories."""
+
+    def __init__(
+        self,
+        config: settings.ServerSettings,
+        *,
+        services: services.Services,
+        runner: spawning.GitRunner,
+        resolver: repositories.Resolver,
+        server_metrics: metrics.ServerMetrics | None = None,
+        routing: Routing | None = None,
+    ) -> None:
+        self._config = config
+        self._ssh = config.ssh
+        self._services = services
+        self._runner = runner
+        self._resolver = resolver
+        self._metrics = server_metrics
+        self._routing = routing
+        self.keys = sshkeys.KeysFile(
+            config.ssh.keys_file, reload_interval=config.ssh.reload_interval
+        )
+        self._host_key = _host_key(config.ssh.host_key)
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        """Loads the keys file and starts listening; ConfigError when either fails."""
+        self.keys.load()
+        # asyncssh logs several lines per connection at INFO; the access log has one.
+        logging.getLogger("asyncssh").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+        try:
+            self._acceptor = await asyncssh.create_server(
+                lambda: _Connection(self),
+                self._config.host,
+                self._ssh.port,
+                server_host_keys=[self._host_key],
+                process_factory=self._session,
+                encoding=None,
+                allow_pty=False,
+                line_editor=False,
+                agent_forwarding=False,
+                x11_forwarding=False,
+                allow_scp=False,
+                login_timeout=self._ssh.login_timeout,
+            )
+        except OSError as error:
+            raise errors.ConfigError(
+                f"cannot listen for SSH on port {self._ssh.port}: {error}"
+            ) from error
+        self.port = self._acceptor.sockets[0].getsockname()[1]
+        log.info(
+            "serving git over SSH on %s:%s (%s keys)", self._config.host, self.port, len(self.keys)
+        )
+
+    async def close(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()
+            await self._acceptor.wait_closed()
+
+    async def identify(self, username: str, key: asyncssh.SSHKey) -> Identity | None:
+        """The identity a key proves for a user name, or None to refuse it."""
+        if username != USER:
+            log.info("ssh: user %r refused: log in as %s", username[:64], USER)
+            return None
+        if self._routing is not None and key.public_data == self._host_key.public_data:
+            return Identity("peer", str(key.get_fingerprint()), auth.Permission.WRITE, peer=True)
+        entry = await self.keys.find(key)
+        if entry is None:
+            log.info("ssh: key %s refused: not in the keys file", key.get_fingerprint())
+            return None
+        return Identity(entry.label, entry.fingerprint, entry.permission)
+
+    # -- one session --------------------------------------------------------------------------
+
+    async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        connection = process.channel.get_connection().get_owner()
+        assert isinstance(connection, _Connection) and connection.identity is not None
+        identity = connection.identity
+        session = Session(
+            address=connection.address, key=identity.label, fingerprint=identity.fingerprint
+        )
+        started = time.monotonic()
+        status = 1
+        try:
+            async with asyncio.timeout(self._config.limits.request_timeout):
+                status = await self._serve(process, identity, session)
+        except Exception as error:
+            session.outcome = _outcome(error)
+            message = _message(error)
+            if session.outcome == "internal_error":
+                log.error("ssh: internal error on %s", session.command, exc_info=error)
+            with contextlib.suppress(Exception):
+                process.stderr.write(f"gitquorum: {message}\n".encode())
+        finally:
+            seconds = time.monotonic() - started
+            self._log(session, status=status, seconds=seconds)
+            with contextlib.suppress(Exception):
+                process.exit(status)
+
+    async def _serve(
+        self, process: asyncssh.SSHServerProcess[bytes], identity: Identity, session: Session
+    ) -> int:
+        command = process.command
+        if command is None:
+            raise Refused("only git commands are served here, no shell and no subsystem")
+        session.command = command[:200]
+        service, path = parse_command(command)
+        session.service = service.command
+        environment = process.env
+        protocol = smarthttp.GitProtocol.parse(environment.get("GIT_PROTOCOL"))
+        label = identity.label
+        if identity.peer:
+            label = _forwarded_label(environment.get(FORWARDED_FOR))
+            session.key = f"{label} (via a peer)"
+        client = clients.Client(user=label, address=session.address, protocol=protocol)
+        if service is smarthttp.Service.UPLOAD_PACK:
+            repository = await self._repository(path, service, session)
+            return await self._upload_pack(process, repository, client, session)
+        if not identity.permission.allows(auth.Permission.WRITE):
+            raise errors.Forbidden(f"the key {identity.label} may only read")
+        hops = _hops(environment.get(FORWARDED_HOPS)) if identity.peer else 0
+        leader = await self._route_push(hops)
+        if leader is not None:
+            return await self._relay(process, leader, client=client, hops=hops, session=session)
+        repository = await self._repository(path, service, session)
+        return await self._receive_pack(process, repository, client, session)
+
+    async def _repository(
+        self, path: str, service: smarthttp.Service, session: Session
+    ) -> repositories.Repository:
+        try:
+            repository = await asyncio.to_thread(self._resolver.find, path)
+        except errors.RepositoryNotFound:
+            pushing = service is smarthttp.Service.RECEIVE_PACK
+            if not (pushing and self._config.access.create_on_push):
+                raise
+            repository = await asyncio.to_thread(self._resolver.new, path)
+        session.repository = repository.name
+        return repository
+
+    async def _upload_pack(
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        repository: repositories.Repository,
+        client: clients.Client,
+        session: Session,
+    ) -> int:
+        if self._routing is not None and not self._routing.readable():
+            raise errors.Unavailable("this replica is not in sync; retry")
+        service = smarthttp.Service.UPLOAD_PACK
+        args = [service.command, "--strict", str(repository.path)]
+        env = client.environment(service)
+        stdin = _counted(_reader(process.stdin), session)
+        async with self._runner.start(
+            args, env=env, stdin=stdin, repository=repository.path
+        ) as git:
+            await _send(git.output(), process.stdout, session)
+        return 0
+
+    async def _receive_pack(
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        repository: repositories.Repository,
+        client: clients.Client,
+        session: Session,
+    ) -> int:
+        service = smarthttp.Service.RECEIVE_PACK
+        preamble = smarthttp.advertisement_preamble(service, client.protocol.for_service(service))
+        advertisement = self._services.advertise(repository, service=service, client=client)
+        async with advertisement as chunks:
+            await _send(_without(preamble, chunks), process.stdout, session)
+        limits = self._config.limits
+        stdin = process.stdin
+        raw = bodies.chunks(lambda: stdin.read(READ_SIZE), idle_timeout=limits.idle_timeout)
+        body = _counted(bodies.decode(raw, encoding=None, limit=limits.max_push_bytes), session)
+        start = await _start_of(body)
+        if start.startswith(pktline.FLUSH):
+            session.outcome = "nothing_pushed"
+            return 0
+        admitted = (
+            self._routing.admitted() if self._routing is not None else contextlib.nullcontext()
+        )
+        with admitted:
+            output = self._services.receive_pack(
+                repository,
+                client=client,
+                body=bodies.prepend(start, body),
+                max_command_bytes=limits.max_command_bytes,
+            )
+            async with output as chunks:
+                await _send(chunks, process.stdout, session)
+        return 0
+
+    # -- a push on a follower -----------------------------------------------------------------
+
+    async def _route_push(self, hops: int) -> str | None:
+        """None to serve the push here, or the leader's host to relay it to."""
+        routing = self._routing
+        if routing is None:
+            return None
+        deadline = time.monotonic() + routing.hold
+        while True:
+            if routing.writable():
+                return None
+            leader = routing.leader_host()
+            if leader is not None and hops < MAX_HOPS:
+                return leader
+            if not routing.in_transition() or time.monotonic() >= deadline:
+                raise errors.Unavailable(
+                    "this replica cannot take the push and knows no leader; retry"
+                )
+            await asyncio.sleep(HOLD_POLL)
+
+    async def _relay(
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        host: str,
+        *,
+        client: clients.Client,
+        hops: int,
+        session: Session,
+    ) -> int:
+        """The whole session passed on to the leader's SSH server, and its exit status back."""
+        session.outcome = "forwarded"
+        env = {FORWARDED_FOR: client.user or "-", FORWARDED_HOPS: str(hops + 1)}
+        if client.protocol.value:
+            env["GIT_PROTOCOL"] = client.protocol.value
+        known = asyncssh.import_known_hosts(
+            "* " + self._host_key.export_public_key("openssh").decode()
+        )
+        command = process.command
+        assert command is not None
+        try:
+            async with asyncssh.connect(
+                host,
+                self.port,
+                username=USER,
+                client_keys=[self._host_key],
+                known_hosts=known,
+                agent_path=None,
+                config=None,
+                login_timeout=self._ssh.login_timeout,
+            ) as connection:
+                remote = await connection.create_process(command, env=env, encoding=None)
+                feeding = asyncio.create_task(
+                    _pump(process.stdin, remote.stdin, counted=session.count_in, eof=True)
+                )
+                try:
+                    await asyncio.gather(
+                        _pump(remote.stdout, process.stdout, counted=session.count_out),
+                        _pump(remote.stderr, process.stderr),
+                    )
+                    finished = await remote.wait(check=False)
+                finally:
+                    feeding.cancel()
+                    await asyncio.gather(feeding, return_exceptions=True)
+        except (OSError, asyncssh.Error) as error:
+            raise errors.Unavailable(f"the leader cannot be reached: {error}") from error
+        status = finished.exit_status
+        return status if isinstance(status, int) and status >= 0 else 1
+
+    def _log(self, session: Session, *, status: int, seconds: float) -> None:
+        access_log.info(
+            "transport=ssh command=%r status=%s outcome=%s repo=%s service=%s key=%s "
+            "fingerprint=%s bytes_in=%s bytes_out=%s duration_ms=%.1f remote=%s",
+            session.command,
+            status,
+            session.outcome,
+            session.repository,
+            session.service,
+            session.key,
+            session.fingerprint,
+            session.bytes_in,
+            session.bytes_out,
+            seconds * 1000,
+            session.address,
+        )
+        if self._metrics is not None:
+            self._metrics.record(
+                endpoint="ssh",
+                service=session.service,
+                outcome=session.outcome,
+                seconds=seconds,
+                bytes_in=session.bytes_in,
+                bytes_out=session.bytes_out,
+            )
+
+
+class _Connection(asyncssh.SSHServer):
+    """One client connection: public-key authentication as ``git``, and nothing else."""
+
+    def __init__(self, server: SshServer) -> None:
+        self._server = server
+        self.identity: Identity | None = None
+        self.address = "-"
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        peer = conn.get_extra_info("peername")
+        self.address = str(peer[0]) if peer else "-"
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        self.identity = await self._server.identify(username, key)
+        return self.identity is not None
+
+
+def parse_command(command: str) -> tuple[smarthttp.Service, str]:
+    """The service and repository path of git's exec request; Refused for anything else."""
+    match = _COMMAND.fullmatch(command) if len(command) <= MAX_COMMAND_LENGTH else None
+    if match is None:
+        raise Refused(
+            f"{command[:80]!r} is not served here: only git-upload-pack '<repository>' and "
+            "git-receive-pack '<repository>'"
+        )
+    return _SERVICES[match.group(1)], match.group(2).lstrip("/")
+
+
+def _host_key(path: object) -> asyncssh.SSHKey:
+    if path is None:
+        raise errors.ConfigError("SSH needs a host key (--ssh-host-key)")
+    try:
+        return asyncssh.read_private_key(str(path))
+    except (OSError, asyncssh.KeyImportError) as error:
+        raise errors.ConfigError(f"cannot read the SSH host key {path}: {error}") from error
+
+
+def _forwarded_label(value: str | None) -> str:
+    if not value or len(value) > MAX_LABEL_LENGTH or not value.isprintable():
+        raise Refused(f"a peer must name the client in {FORWARDED_FOR}")
+    return value
+
+
+def _hops(value: str | None) -> int:
+    if value is None or not value.isdigit() or int(value) > MAX_HOPS:
+        raise Refused(f"a peer must say how often the push was forwarded in {FORWARDED_HOPS}")
+    return int(value)
+
+
+async def _reader(stream: asyncssh.SSHReader[bytes]) -> AsyncIterator[bytes]:
+    while chunk := await stream.read(READ_SIZE):
+        yield chunk
+
+
+async def _counted(chunks: AsyncIterator[bytes], session: Session) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        session.bytes_in += len(chunk)
+        yield chunk
+
+
+async def _send(
+    chunks: AsyncIterator[bytes], stream: asyncssh.SSHWriter[bytes], session: Session
+) -> None:
+    async for chunk in chunks:
+        if chunk:
+            stream.write(chunk)
+            await stream.drain()
+            session.bytes_out += len(chunk)
+
+
+async def _pump(
+    source: asyncssh.SSHReader[bytes],
+    target: asyncssh.SSHWriter[bytes],
+    *,
+    counted: Callable[[int], None] | None = None,
+    eof: bool = False,
+) -> None:
+    while chunk := await source.read(READ_SIZE):
+        target.write(chunk)
+        await target.drain()
+        if counted is not None:
+            counted(len(chunk))
+    if eof:
+        target.write_eof()
+
+
+async def _without(prefix: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """HTTP's advertisement without the ``# service=`` preamble that SSH clients do not expect."""
+    first = True
+    async for chunk in chunks:
+        if first:
+            if not chunk.startswith(prefix):
+                raise errors.ProtocolError("receive-pack advertisement without its preamble")
+            chunk = chunk[len(prefix) :]
+            first = False
+        yield chunk
+
+
+async def _start_of(body: AsyncIterator[bytes]) -> bytes:
+    """At least the first packet's length of the body (less if it ends first)."""
+    start = b""
+    async for chunk in body:
+        start += chunk
+        if len(start) >= pktline.LENGTH_SIZE:
+            break
+    return start
+
+
+def _outcome(error: BaseException) -> str:
+    if isinstance(error, TimeoutError | errors.RequestTimeout):
+        return "timeout"
+    if isinstance(error, Refused | errors.Forbidden | errors.Unauthorized):
+        return "forbidden"
+    if isinstance(error, errors.RepositoryNotFound):
+        return "not_found"
+    if isinstance(error, errors.GitFailed):
+        return "git_error"
+    if isinstance(error, errors.ProtocolError | errors.RequestError):
+        return "bad_request"
+    if isinstance(error, errors.Unavailable):
+        return "unavailable"
+    if isinstance(error, ConnectionError | asyncssh.Error):
+        return "client_gone"
+    return "internal_error"
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "the session took too long"
+    if isinstance(error, errors.GitFailed):
+        return f"git {error.command} failed: {error.message}"
+    if isinstance(error, errors.GitquorumError):
+        return str(error)
+    return "internal server error"
