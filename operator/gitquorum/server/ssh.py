@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import pathlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -216,6 +217,8 @@ class SshServer:
             async with asyncio.timeout(self._config.limits.request_timeout):
                 status = await self._serve(process, identity, session)
         except Exception as error:
+            if isinstance(error, errors.GitFailed) and error.returncode > 0:
+                status = error.returncode  # git's own status, as sshd would pass it on
             session.outcome = _outcome(error)
             message = _message(error)
             if session.outcome == "internal_error":
@@ -451,7 +454,7 @@ def parse_command(command: str) -> tuple[smarthttp.Service, str]:
     return _SERVICES[match.group(1)], match.group(2).lstrip("/")
 
 
-def _host_key(path: object) -> asyncssh.SSHKey:
+def _host_key(path: pathlib.Path | None) -> asyncssh.SSHKey:
     if path is None:
         raise errors.ConfigError("SSH needs a host key (--ssh-host-key)")
     try:
