@@ -389,3 +389,24 @@ def test_push_over_ssh_to_a_follower_lands_on_every_replica(
     git.run("clone", "-q", ssh_replicas.ssh_url(other), str(clone),
             env=ssh_replicas.git_env(other))  # fmt: skip
     assert git.out("rev-parse", "HEAD", cwd=clone) == head
+
+
+def test_clone_over_ssh_from_a_replica_out_of_sync_is_refused(
+    git: Git, ssh_replicas: SshReplicas, tmp_path: pathlib.Path
+) -> None:
+    ssh_replicas.kill(ssh_replicas.leader)
+    follower = ssh_replicas.ids[1]
+    env = ssh_replicas.git_env(follower)
+
+    attempts = iter(range(1000))
+
+    def refused() -> str:
+        target = tmp_path / f"clone-{next(attempts)}"
+        result = git.run("clone", ssh_replicas.ssh_url(follower), str(target), env=env,
+                         check=False)  # fmt: skip
+        return result.stderr if result.returncode != 0 else ""
+
+    stderr = waiting.until(
+        "a follower without its leader to refuse an SSH clone", refused, timeout=10, interval=0.2
+    )
+    assert "this replica is not in sync; retry" in stderr

@@ -121,7 +121,7 @@ def settings_from(args: argparse.Namespace) -> settings.ServerSettings:
     host, port = settings.parse_listen(args.listen)
     root: pathlib.Path = args.root
     repositories.check_root(root, create=args.create_on_push)
-    if args.auth_file is None and not args.anonymous_read:
+    if args.auth_file is None and not args.anonymous_read and args.ssh_port is None:
         raise errors.ConfigError(
             "nobody could use the server: give --auth-file or --anonymous-read"
         )
