@@ -88,7 +88,12 @@ def test_disruption_budget_allows_one_eviction_at_a_time_never_below_a_majority(
 
 def test_network_policy_opens_replication_port_to_peers_and_operator_only():
     policy = manifests.network_policy(OWNER)["spec"]["ingress"]
-    assert policy[0] == {"ports": [{"protocol": "TCP", "port": names.GIT_PORT}]}
+    assert policy[0] == {
+        "ports": [
+            {"protocol": "TCP", "port": names.GIT_PORT},
+            {"protocol": "TCP", "port": names.SSH_PORT},
+        ]
+    }
     sources = policy[1]["from"]
     assert sources[0]["podSelector"]["matchLabels"] == {names.REPOSITORY_LABEL: "repo"}
     assert sources[1]["podSelector"]["matchLabels"] == names.OPERATOR_LABELS

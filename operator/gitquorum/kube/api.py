@@ -79,13 +79,17 @@ class Api:
             self.core.delete_namespaced_pod, name, namespace, body=options, _preload_content=False
         )
 
-    def patch_service_selector(
-        self, namespace: str, name: str, selector: Mapping[str, str]
+    def patch_service(
+        self,
+        namespace: str,
+        name: str,
+        selector: Mapping[str, str],
+        ports: list[Mapping[str, Any]],
     ) -> None:
-        """Brings a Service made by an older operator to the selector this one uses."""
-        self.core.patch_namespaced_service(
-            name, namespace, {"spec": {"selector": dict(selector)}}, _preload_content=False
-        )
+        """Brings a Service made by an older operator to the selector and ports this one uses
+        (ports merge by port number: one added, none lost)."""
+        patch = {"spec": {"selector": dict(selector), "ports": [dict(p) for p in ports]}}
+        self.core.patch_namespaced_service(name, namespace, patch, _preload_content=False)
 
     def label_pod(self, namespace: str, name: str, key: str, value: str) -> None:
         self._gone_ok(

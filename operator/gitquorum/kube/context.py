@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gitquorum.kube import api, planning, rolling, status
+from gitquorum.kube import api, names, planning, rolling, sshaccess, status
 from gitquorum.kube.metrics import OperatorMetrics
 from gitquorum.kube.spec import RepositorySpec
 from gitquorum.replication import peerclient
@@ -70,6 +70,8 @@ class Memory:
     ensured_at: float = float("-inf")
     """When (clock) the objects around the replicas were last checked."""
     credentials_secret: str = ""
+    known_hosts: str = ""
+    """The known_hosts line of the repository's SSH host key, for the status."""
     last_answer: dict[str, float] = dataclasses.field(default_factory=dict)
     last_event: str = ""
     cordoned_since: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -126,6 +128,13 @@ class Context:
             revision=notes.revision,
             update=notes.update,
         )
+        if memory.known_hosts:
+            metadata = body["metadata"]
+            wanted["ssh"] = {
+                "url": sshaccess.clone_url(metadata["name"], metadata["namespace"]),
+                "knownHosts": memory.known_hosts.strip(),
+                "knownHostsSecret": names.known_hosts_secret(metadata["name"]),
+            }
         if {**current, **wanted} == current:
             return body
         updated = {**body, "status": {**current, **wanted}}

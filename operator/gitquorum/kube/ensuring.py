@@ -10,7 +10,7 @@ import hashlib
 import logging
 import secrets
 
-from gitquorum.kube import context, manifests, names
+from gitquorum.kube import context, manifests, names, sshaccess
 from gitquorum.kube.spec import RepositorySpec
 from gitquorum.replication import peerclient
 from gitquorum.server import auth, passwords
@@ -34,29 +34,31 @@ class Ensuring(context.Context):
         repository = body["metadata"]["name"]
         fresh = self.clock() - memory.ensured_at < self.settings.resync_interval
         policy = spec.policy()
-        # memory.ensured: (replicas, credentials fingerprint, credentials Secret, policy)
-        unchanged = (spec.replicas, spec.credentials_secret, policy)
+        deploy_keys = (spec.deploy_keys, spec.deploy_keys_secret)
+        # memory.ensured: (replicas, access fingerprint, credentials Secret, policy, keys)
+        unchanged = (spec.replicas, spec.credentials_secret, policy, deploy_keys)
         if fresh and memory.ensured[:1] + memory.ensured[2:] == unchanged:
             return None
         credentials = await self._credentials(body, spec)
         if isinstance(credentials, str):
             return credentials
         username, password = credentials
-        secret = f"{username}:{password}\n{policy}"
+        try:
+            keys = await self._keys_file(body, spec)
+        except sshaccess.DeployKeyError as error:
+            return str(error)
+        files = {names.POLICY_KEY: policy, names.SSH_KEYS_KEY: keys}
+        secret = f"{username}:{password}\n{policy}\n{keys}"
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()
-        wanted = (spec.replicas, fingerprint, spec.credentials_secret, policy)
+        wanted = (spec.replicas, fingerprint, spec.credentials_secret, policy, deploy_keys)
         if memory.ensured == wanted and memory.admin_token:
             memory.ensured_at = self.clock()
             return None
-        await self._ensure_auth(body, username, password, fingerprint, policy)
-        tokens = {"peer-token": secrets.token_hex(24), "admin-token": secrets.token_hex(24)}
-        replication = manifests.secret(body, names.replication_secret(repository), tokens)
-        await asyncio.to_thread(self.kube.create, namespace, replication)
-        stored = await asyncio.to_thread(
-            self.kube.read_secret, namespace, names.replication_secret(repository)
-        )
+        await self._ensure_auth(body, username, password, fingerprint, files)
+        stored = await self._ensure_replication_secret(body)
         if not stored or "admin-token" not in stored:
             return f"Secret {names.replication_secret(repository)} has no admin-token"
+        memory.known_hosts = await self._ensure_known_hosts(body, stored[names.SSH_HOST_KEY])
         service = manifests.service(body)
         for manifest in (
             service,
@@ -65,10 +67,11 @@ class Ensuring(context.Context):
         ):
             await asyncio.to_thread(self.kube.create, namespace, manifest)
         await asyncio.to_thread(
-            self.kube.patch_service_selector,
+            self.kube.patch_service,
             namespace,
             service["metadata"]["name"],
             service["spec"]["selector"],
+            service["spec"]["ports"],
         )
         await asyncio.to_thread(
             self.kube.patch_budget,
@@ -110,11 +113,65 @@ class Ensuring(context.Context):
             return f"credentials Secret {name}: {error}"
         return data["username"], data["password"]
 
+    async def _keys_file(self, body: context.Body, spec: RepositorySpec) -> str:
+        """The replicas' SSH keys file from the spec's deploy keys and ``deployKeysSecret``."""
+        extra = ""
+        if spec.deploy_keys_secret is not None:
+            namespace = body["metadata"]["namespace"]
+            data = await asyncio.to_thread(
+                self.kube.read_secret, namespace, spec.deploy_keys_secret
+            )
+            if data is None:
+                raise sshaccess.DeployKeyError(
+                    f"Secret {spec.deploy_keys_secret} (spec.auth.deployKeysSecret) does not "
+                    "exist"
+                )
+            extra = data.get(sshaccess.KEYS_SECRET_KEY, "")
+        return sshaccess.keys_file(sshaccess.deploy_keys_of(spec.deploy_keys), extra)
+
+    async def _ensure_replication_secret(self, body: context.Body) -> dict[str, str] | None:
+        """The replicas' tokens and SSH host key: made once, never rotated by a pass (a new
+        host key would break every client's known_hosts)."""
+        namespace = body["metadata"]["namespace"]
+        name = names.replication_secret(body["metadata"]["name"])
+        tokens = {
+            "peer-token": secrets.token_hex(24),
+            "admin-token": secrets.token_hex(24),
+            names.SSH_HOST_KEY: sshaccess.new_host_key(),
+        }
+        await asyncio.to_thread(self.kube.create, namespace, manifests.secret(body, name, tokens))
+        stored = await asyncio.to_thread(self.kube.read_secret, namespace, name)
+        if stored is not None and names.SSH_HOST_KEY not in stored:
+            # Made by an operator without SSH: add the host key, keep the tokens.
+            added = {names.SSH_HOST_KEY: tokens[names.SSH_HOST_KEY]}
+            await asyncio.to_thread(
+                self.kube.patch_secret, namespace, manifests.secret(body, name, added)
+            )
+            stored = {**stored, **added}
+        return stored
+
+    async def _ensure_known_hosts(self, body: context.Body, host_key: str) -> str:
+        """The known_hosts line of the repository's Service, in a Secret Flux can use as is."""
+        metadata = body["metadata"]
+        line = sshaccess.known_hosts(metadata["name"], metadata["namespace"], host_key)
+        manifest = manifests.secret(
+            body, names.known_hosts_secret(metadata["name"]), {names.KNOWN_HOSTS_KEY: line}
+        )
+        if not await asyncio.to_thread(self.kube.create, metadata["namespace"], manifest):
+            await asyncio.to_thread(self.kube.patch_secret, metadata["namespace"], manifest)
+        return line
+
     async def _ensure_auth(
-        self, body: context.Body, username: str, password: str, fingerprint: str, policy: str
+        self,
+        body: context.Body,
+        username: str,
+        password: str,
+        fingerprint: str,
+        files: dict[str, str],
     ) -> None:
-        """The hashed credentials the replicas check and their protected refs (``policy``);
-        rewritten when either changes. Replicas read both again when the Secret changes."""
+        """The hashed credentials the replicas check, their protected refs and deploy keys
+        (``files``); rewritten when any changes. Replicas read them again when the Secret
+        changes, without a restart."""
         namespace = body["metadata"]["namespace"]
         name = names.auth_secret(body["metadata"]["name"])
         annotations = await asyncio.to_thread(self.kube.secret_annotations, namespace, name)
@@ -124,7 +181,7 @@ class Ensuring(context.Context):
         manifest = manifests.secret(
             body,
             name,
-            {"users": auth.render(username, hashed) + "\n", names.POLICY_KEY: policy},
+            {"users": auth.render(username, hashed) + "\n", **files},
             annotations={names.AUTH_FINGERPRINT: fingerprint},
         )
         if annotations is None:

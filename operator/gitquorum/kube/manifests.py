@@ -104,6 +104,9 @@ def _replica_pod(
         admin_token_file=f"{REPLICATION_MOUNT}/admin-token",
         auth_file=f"{AUTH_MOUNT}/users",
         policy_file=f"{AUTH_MOUNT}/{names.POLICY_KEY}",
+        ssh_port=names.SSH_PORT,
+        ssh_host_key=f"{REPLICATION_MOUNT}/{names.SSH_HOST_KEY}",
+        ssh_keys_file=f"{AUTH_MOUNT}/{names.SSH_KEYS_KEY}",
         anonymous_read=spec.anonymous_read,
         leave_timeout=LEAVE_SECONDS,
         # Maintenance and scrubs only under the operator's permits, inside the window.
@@ -133,6 +136,7 @@ def _replica_pod(
                 "ports": [
                     {"name": "git", "containerPort": names.GIT_PORT},
                     {"name": "replication", "containerPort": names.PEER_PORT},
+                    {"name": "ssh", "containerPort": names.SSH_PORT},
                 ],
                 "readinessProbe": {
                     "httpGet": {"path": "/readyz", "port": "git"},
@@ -240,7 +244,15 @@ def service(owner: Mapping[str, Any]) -> Manifest:
                 "app.kubernetes.io/component": "replica",
                 names.SERVING_LABEL: "true",
             },
-            "ports": [{"name": "http", "port": 80, "targetPort": "git", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "git", "protocol": "TCP"},
+                {
+                    "name": "ssh",
+                    "port": names.SSH_SERVICE_PORT,
+                    "targetPort": "ssh",
+                    "protocol": "TCP",
+                },
+            ],
         },
     }
 
@@ -289,8 +301,8 @@ def disruption_budget(owner: Mapping[str, Any], replicas: int) -> Manifest:
 
 
 def network_policy(owner: Mapping[str, Any]) -> Manifest:
-    """Clients may reach the git port; only this repository's replicas and the operator
-    reach the replication and admin port."""
+    """Clients may reach the git ports (HTTP, SSH); only this repository's replicas and the
+    operator reach the replication and admin port."""
     repository = owner["metadata"]["name"]
     replicas = {"matchLabels": {names.REPOSITORY_LABEL: repository}}
     return {
@@ -301,7 +313,12 @@ def network_policy(owner: Mapping[str, Any]) -> Manifest:
             "podSelector": replicas,
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"ports": [{"protocol": "TCP", "port": names.GIT_PORT}]},
+                {
+                    "ports": [
+                        {"protocol": "TCP", "port": names.GIT_PORT},
+                        {"protocol": "TCP", "port": names.SSH_PORT},
+                    ]
+                },
                 {
                     "from": [
                         {"podSelector": replicas},

@@ -26,6 +26,9 @@ SWITCHOVER = "gitquorum.io/switchover"
 
 GIT_PORT = 8080
 PEER_PORT = 8081
+SSH_PORT = 2222
+"""git over SSH in the pod (not 22: replicas run as non-root); the Service serves it on 22."""
+SSH_SERVICE_PORT = 22
 USER_ID = 65532
 
 
@@ -73,8 +76,18 @@ def credentials_secret(repository: str) -> str:
     return f"{repository}-credentials"
 
 
+SSH_KEYS_KEY = "ssh-keys"
+"""The key of the auth Secret holding the deploy keys (``server/sshkeys.py``)."""
+SSH_HOST_KEY = "ssh-host-key"
+"""The key of the replication Secret holding the repository's SSH host key."""
+KNOWN_HOSTS_KEY = "known_hosts"
+"""The key of the known-hosts Secret, as Flux reads it."""
 POLICY_KEY = "policy"
 """The key of the auth Secret holding the protected refs (``replication/protection.py``)."""
+
+
+def known_hosts_secret(repository: str) -> str:
+    return f"{repository}-ssh-known-hosts"
 
 
 def auth_secret(repository: str) -> str:

@@ -46,6 +46,10 @@ class RepositorySpec:
     """Seconds before a replica evicted from a cordoned node is rebuilt elsewhere; -1: never."""
     maintenance_window: Mapping[str, Any] | None = None
     """``spec.maintenance.window`` as given (``kube/windows.py`` reads it); None: any time."""
+    deploy_keys: tuple[tuple[str, str], ...] = ()
+    """``spec.auth.deployKeys`` as (public key, access) pairs."""
+    deploy_keys_secret: str | None = None
+    """``spec.auth.deployKeysSecret``: a Secret with more deploy keys (``kube/sshaccess.py``)."""
     protected_refs: tuple[Mapping[str, Any], ...] = ()
     """``spec.protectedRefs`` as given (the CRD validates them; the replicas parse them)."""
 
@@ -100,6 +104,11 @@ class RepositorySpec:
             ),
             maintenance_window=(spec.get("maintenance") or {}).get("window") or None,
             protected_refs=tuple(spec.get("protectedRefs") or ()),
+            deploy_keys=tuple(
+                (str(item.get("publicKey", "")), str(item.get("access") or "read"))
+                for item in auth.get("deployKeys") or ()
+            ),
+            deploy_keys_secret=auth.get("deployKeysSecret") or None,
         )
 
 
