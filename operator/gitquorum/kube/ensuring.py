@@ -35,26 +35,37 @@ class Ensuring(context.Context):
         fresh = self.clock() - memory.ensured_at < self.settings.resync_interval
         policy = spec.policy()
         deploy_keys = (spec.deploy_keys, spec.deploy_keys_secret)
-        # memory.ensured: (replicas, access fingerprint, credentials Secret, policy, keys)
-        unchanged = (spec.replicas, spec.credentials_secret, policy, deploy_keys)
+        # memory.ensured: (replicas, access fingerprint, credentials Secret, policy, keys,
+        # tokens)
+        unchanged = (spec.replicas, spec.credentials_secret, policy, deploy_keys, spec.tokens)
         if fresh and memory.ensured[:1] + memory.ensured[2:] == unchanged:
             return None
         credentials = await self._credentials(body, spec)
         if isinstance(credentials, str):
             return credentials
-        username, password = credentials
+        accounts = await self._tokens(body, spec, credentials)
+        if isinstance(accounts, str):
+            return accounts
         try:
             keys = await self._keys_file(body, spec)
         except sshaccess.DeployKeyError as error:
             return str(error)
         files = {names.POLICY_KEY: policy, names.SSH_KEYS_KEY: keys}
-        secret = f"{username}:{password}\n{policy}\n{keys}"
+        secret = "".join(f"{user}:{token}:{access.value}\n" for user, token, access in accounts)
+        secret += f"{policy}\n{keys}"
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()
-        wanted = (spec.replicas, fingerprint, spec.credentials_secret, policy, deploy_keys)
+        wanted = (
+            spec.replicas,
+            fingerprint,
+            spec.credentials_secret,
+            policy,
+            deploy_keys,
+            spec.tokens,
+        )
         if memory.ensured == wanted and memory.admin_token:
             memory.ensured_at = self.clock()
             return None
-        await self._ensure_auth(body, username, password, fingerprint, files)
+        await self._ensure_auth(body, accounts, fingerprint, files)
         stored = await self._ensure_replication_secret(body)
         if not stored or "admin-token" not in stored:
             return f"Secret {names.replication_secret(repository)} has no admin-token"
@@ -123,8 +134,7 @@ class Ensuring(context.Context):
             )
             if data is None:
                 raise sshaccess.DeployKeyError(
-                    f"Secret {spec.deploy_keys_secret} (spec.auth.deployKeysSecret) does not "
-                    "exist"
+                    f"Secret {spec.deploy_keys_secret} (spec.auth.deployKeysSecret) does not exist"
                 )
             extra = data.get(sshaccess.KEYS_SECRET_KEY, "")
         return sshaccess.keys_file(sshaccess.deploy_keys_of(spec.deploy_keys), extra)
@@ -161,11 +171,32 @@ class Ensuring(context.Context):
             await asyncio.to_thread(self.kube.patch_secret, metadata["namespace"], manifest)
         return line
 
+    async def _tokens(
+        self, body: context.Body, spec: RepositorySpec, owner: tuple[str, str]
+    ) -> list[tuple[str, str, auth.Permission]] | str:
+        """Every HTTP account: the credentials that may push, and ``spec.auth.tokens`` (each
+        a Secret with username and password, and the access it gets); or why not."""
+        accounts = [(owner[0], owner[1], auth.Permission.WRITE)]
+        namespace = body["metadata"]["namespace"]
+        for secret, access in spec.tokens:
+            data = await asyncio.to_thread(self.kube.read_secret, namespace, secret)
+            if data is None:
+                return f"token Secret {secret} (spec.auth.tokens) does not exist"
+            if not data.get("username") or not data.get("password"):
+                return f"token Secret {secret} needs the keys username and password"
+            try:
+                auth.check_name(data["username"])
+            except Exception as error:
+                return f"token Secret {secret}: {error}"
+            if any(data["username"] == user for user, _, _ in accounts):
+                return f"token Secret {secret}: user {data['username']} is named twice"
+            accounts.append((data["username"], data["password"], auth.Permission(access)))
+        return accounts
+
     async def _ensure_auth(
         self,
         body: context.Body,
-        username: str,
-        password: str,
+        accounts: list[tuple[str, str, auth.Permission]],
         fingerprint: str,
         files: dict[str, str],
     ) -> None:
@@ -177,11 +208,14 @@ class Ensuring(context.Context):
         annotations = await asyncio.to_thread(self.kube.secret_annotations, namespace, name)
         if annotations is not None and annotations.get(names.AUTH_FINGERPRINT) == fingerprint:
             return
-        hashed = await asyncio.to_thread(passwords.hash_token, password.encode())
+        lines = []
+        for user, token, access in accounts:
+            hashed = await asyncio.to_thread(passwords.hash_token, token.encode())
+            lines.append(auth.render(user, hashed, permission=access) + "\n")
         manifest = manifests.secret(
             body,
             name,
-            {"users": auth.render(username, hashed) + "\n", **files},
+            {"users": "".join(lines), **files},
             annotations={names.AUTH_FINGERPRINT: fingerprint},
         )
         if annotations is None:

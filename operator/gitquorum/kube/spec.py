@@ -48,6 +48,8 @@ class RepositorySpec:
     """``spec.maintenance.window`` as given (``kube/windows.py`` reads it); None: any time."""
     deploy_keys: tuple[tuple[str, str], ...] = ()
     """``spec.auth.deployKeys`` as (public key, access) pairs."""
+    tokens: tuple[tuple[str, str], ...] = ()
+    """``spec.auth.tokens`` as (Secret name, access) pairs: more HTTP accounts."""
     deploy_keys_secret: str | None = None
     """``spec.auth.deployKeysSecret``: a Secret with more deploy keys (``kube/sshaccess.py``)."""
     protected_refs: tuple[Mapping[str, Any], ...] = ()
@@ -109,6 +111,10 @@ class RepositorySpec:
                 for item in auth.get("deployKeys") or ()
             ),
             deploy_keys_secret=auth.get("deployKeysSecret") or None,
+            tokens=tuple(
+                (str(item.get("secret", "")), str(item.get("access") or "read"))
+                for item in auth.get("tokens") or ()
+            ),
         )
 
 

@@ -201,7 +201,11 @@ GIT_ENV = {
 
 
 def git(
-    *args: str, cwd: Path | None = None, check: bool = True, timeout: float = 60
+    *args: str,
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """git with a deadline. git runs helpers (git-remote-http) that hold its output pipes:
     on timeout the whole process group is killed, or waiting for the pipes would hang."""
@@ -211,7 +215,7 @@ def git(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **GIT_ENV},
+        env={**os.environ, **GIT_ENV, **(env or {})},
         start_new_session=True,
     )
     try:

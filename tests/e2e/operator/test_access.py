@@ -1,9 +1,12 @@
-"""Who may change what, through the operator: protected refs from the spec reach every
-replica and refuse force pushes and deletion, and a change of the rules applies without a
-restart (issue 12)."""
+"""Who may read and change what, through the operator (issue 12): protected refs from the
+spec reach every replica and refuse force pushes and deletion; deploy keys give git over SSH
+through the Service, read-only keys refused pushes; changes apply without a restart."""
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,128 @@ def test_protected_refs_refuse_force_push_and_deletion_until_the_rule_allows_it(
     after = {p.metadata.name: p.metadata.uid for p in core.list_namespaced_pod(namespace).items}
     assert after == pods, "the rule change restarted replicas"
     repository.wait_in_sync(3)
+
+
+def _key(tmp_path: Path, name: str) -> tuple[Path, str]:
+    path = tmp_path / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True
+    )
+    return path, path.with_suffix(".pub").read_text().strip()
+
+
+def _ssh(key: Path, known_hosts: Path, alias: str) -> dict[str, str]:
+    """git over SSH with ``key``, checking the host key against ``known_hosts`` under the
+    Service's in-cluster name (the test reaches the Service by its ClusterIP)."""
+    command = (
+        f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes "
+        f"-o UserKnownHostsFile={known_hosts} -o HostKeyAlias={alias} -o ConnectTimeout=10"
+    )
+    return {"GIT_SSH_COMMAND": command}
+
+
+def test_ssh_deploy_keys_clone_push_and_read_only_refused_through_the_service(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    reader, reader_public = _key(tmp_path, "reader")
+    writer, writer_public = _key(tmp_path, "writer")
+    spec = {
+        "replicas": 3,
+        "auth": {"deployKeys": [{"publicKey": reader_public, "access": "read"}]},
+    }
+    repos.apply(kubectl, namespace, repos.manifest("keyed", spec))
+    repository = repos.Repository(api_client, namespace, "keyed")
+    repository.wait_ready()
+    repository.wait_serving(core)
+    ssh = repository.wait("status.ssh published", lambda s: (s.get("ssh") or {}).get("knownHosts"))
+    assert ssh["ssh"]["url"] == f"ssh://git@keyed.{namespace}.svc/keyed.git"
+    secret = core.read_namespaced_secret(ssh["ssh"]["knownHostsSecret"], namespace)
+    line = base64.b64decode(secret.data["known_hosts"]).decode()
+    assert line.strip() == ssh["ssh"]["knownHosts"], line
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(line)
+    alias = f"keyed.{namespace}.svc"
+    address = repository.address(core)
+    url = f"ssh://git@{address}:22/keyed.git"
+    work = repos.Work(tmp_path / "work")
+    pushed = work.commit()
+    work.push(repository.push_url(core))
+    repository.wait_in_sync(3)
+
+    clone = tmp_path / "clone"
+    repos.git("clone", "-q", url, str(clone), env=_ssh(reader, known_hosts, alias))
+    assert repos.commits(clone) == {pushed}
+    work.commit()
+    refused = repos.git(
+        "push", url, "main", cwd=work.path, check=False, env=_ssh(reader, known_hosts, alias)
+    )
+    assert refused.returncode != 0 and "may only read" in refused.stderr, refused.stderr
+
+    pods = {p.metadata.name: p.metadata.uid for p in core.list_namespaced_pod(namespace).items}
+    keys = [
+        {"publicKey": reader_public, "access": "read"},
+        {"publicKey": writer_public, "access": "write"},
+    ]
+    kubectl(
+        "patch",
+        f"{repos.CRD}/keyed",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"auth": {"deployKeys": keys}}}),
+    )
+    waiting.until(
+        "a push over SSH with the write key added to the spec",
+        lambda: (
+            repos.git(
+                "push",
+                "-q",
+                url,
+                "main",
+                cwd=work.path,
+                check=False,
+                env=_ssh(writer, known_hosts, alias),
+            ).returncode
+            == 0
+        ),
+        timeout=120,
+        interval=2,
+    )
+    after = {p.metadata.name: p.metadata.uid for p in core.list_namespaced_pod(namespace).items}
+    assert after == pods, "a deploy key change restarted replicas"
+    repository.wait_in_sync(3)
+
+
+def test_read_token_clones_and_is_refused_pushes(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    body = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="flux-token"),
+        string_data={"username": "flux", "password": "a-read-only-token-for-flux"},
+    )
+    core.create_namespaced_secret(namespace, body)
+    spec = {"replicas": 1, "auth": {"tokens": [{"secret": "flux-token", "access": "read"}]}}
+    repos.apply(kubectl, namespace, repos.manifest("tokens", spec))
+    repository = repos.Repository(api_client, namespace, "tokens")
+    repository.wait_ready()
+    repository.wait_serving(core)
+    work = repos.Work(tmp_path / "work")
+    pushed = work.commit()
+    work.push(repository.push_url(core))
+
+    reader = repository.url(core, user="flux", password="a-read-only-token-for-flux")
+    clone = repos.clone(reader, tmp_path / "clone")
+    assert repos.commits(clone) == {pushed}
+    work.commit()
+    refused = repos.git("push", reader, "main", cwd=work.path, check=False)
+    assert refused.returncode != 0, refused.stderr
+    assert repos.remote_refs(reader)["refs/heads/main"] == pushed
