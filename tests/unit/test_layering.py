@@ -18,6 +18,7 @@ HTTP_LAYER = {
     "server/listening.py",
     "replication/peerapi.py",
     "replication/peerclient.py",
+    "replication/webhooks.py",
     "replication/forwarding.py",
     "kube/metrics.py",
     "kube/running.py",

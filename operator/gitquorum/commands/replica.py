@@ -21,6 +21,7 @@ from gitquorum.replication import (
     maintenance,
     membership,
     metrics,
+    notifying,
     peerapi,
     peerclient,
     protection,
@@ -28,6 +29,7 @@ from gitquorum.replication import (
     replica,
     store,
     upkeep,
+    webhooks,
 )
 from gitquorum.server import http, listening, repositories, settings, spawning, ssh
 
@@ -78,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy-file",
         type=pathlib.Path,
         help="protected refs (JSON, reloaded when it changes; see replication/protection.py)",
+    )
+    parser.add_argument(
+        "--notifications-file",
+        type=pathlib.Path,
+        help="webhooks told of every acknowledged push (JSON, reloaded when it changes; see "
+        "replication/notifying.py)",
     )
     parser.add_argument("--anonymous-read", action="store_true", help="clone without credentials")
     parser.add_argument(
@@ -285,8 +293,19 @@ async def _main(
     copier = catchup.Copier(
         local, peers=peers, token=peer_token, git=options.executable, environment=os.environ
     )
+    notifier = None
+    if args.notifications_file is not None:
+        notifier = notifying.Notifier(
+            repository=name, local=local, path=args.notifications_file, poster=webhooks.Poster()
+        )
+        await notifier.open()
     member = replica.Replica(
-        replica=args.id, local=local, peers=peers, copier=copier, timing=timing
+        replica=args.id,
+        local=local,
+        peers=peers,
+        copier=copier,
+        timing=timing,
+        notifier=notifier,
     )
     forwarder = forwarding.Forwarder(member, hold=args.hold)
     server_settings = settings.ServerSettings(
@@ -311,6 +330,8 @@ async def _main(
     )
     server.authenticator.load()
     server.metrics.gauges.extend(metrics.gauges(member.report))
+    if notifier is not None:
+        server.metrics.gauges.extend(notifier.metrics())
     keeper = upkeep.Upkeep(
         name=repository.name,
         member=member,

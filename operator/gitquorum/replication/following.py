@@ -75,6 +75,8 @@ class Following:
         """Pushes sent while this follower copies, for after the copy."""
         self._released = False
         """Set once this replica gave its read lease back for good (it is shutting down)."""
+        self.on_notified: Callable[[int], None] | None = None
+        """Told the generation the leader says pushes were notified up to (``notifying``)."""
 
     def follow(self, leader: membership.Member | None) -> None:
         """Starts (or redirects) lease requests to the current leader."""
@@ -176,6 +178,8 @@ class Following:
             return refusal
         leader = heartbeat.applied
         self.leader_applied = leader
+        if heartbeat.notified is not None and self.on_notified is not None:
+            self.on_notified(heartbeat.notified)
         if not heartbeat.settled:
             return self._answer(ok=True)
         async with self.lock:

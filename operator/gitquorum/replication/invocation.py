@@ -22,6 +22,7 @@ class ReplicaCommand:
     admin_token_file: str | None = None
     auth_file: str | None = None
     policy_file: str | None = None
+    notifications_file: str | None = None
     anonymous_read: bool = False
     leave_timeout: float | None = None
     maintenance_permits: bool = False
@@ -45,6 +46,8 @@ class ReplicaCommand:
             argv += ["--auth-file", self.auth_file]
         if self.policy_file is not None:
             argv += ["--policy-file", self.policy_file]
+        if self.notifications_file is not None:
+            argv += ["--notifications-file", self.notifications_file]
         if self.anonymous_read:
             argv.append("--anonymous-read")
         if self.leave_timeout is not None:

@@ -103,6 +103,8 @@ class Leadership:
         timing: Timing,
         previous_leader: str | None,
         on_fenced: Callable[[int], Awaitable[None]],
+        on_acknowledged: Callable[[transactions.Transaction], None] | None = None,
+        notified: Callable[[], int] | None = None,
     ) -> None:
         self.replica = replica
         self.configuration = configuration
@@ -111,6 +113,10 @@ class Leadership:
         self._peers = peers
         self._timing = timing
         self._on_fenced = on_fenced
+        self._on_acknowledged = on_acknowledged
+        """Told of every transaction once acknowledged (push notifications)."""
+        self._notified = notified
+        """The generation up to which pushes were notified, for the heartbeats."""
         self.followers = {member.id: Follower(member) for member in configuration.others(replica)}
         self._previous_stopped = (
             previous_leader is None
@@ -237,6 +243,8 @@ class Leadership:
             # be behind a follower's: followers must not repair towards it yet.
             "settled": self.ready,
         }
+        if self._notified is not None:
+            message["notified"] = self._notified()
         try:
             answer = await self._peers.call(
                 follower.member.peer_url,
@@ -452,6 +460,7 @@ class Leadership:
                 self._store.apply(transaction, check_old=False, applied_by_git=applied_by_git),
                 self._await_commits(commits),
             )
+            self._acknowledged(transaction)
             return True
 
     async def install(
@@ -494,6 +503,7 @@ class Leadership:
             await asyncio.gather(
                 self._store.apply(transaction, check_old=True), self._await_commits(commits)
             )
+            self._acknowledged(transaction)
             return self._store.applied
 
     def _stale(self, changes: list[transactions.Change]) -> frozenset[str]:
@@ -630,6 +640,11 @@ class Leadership:
         self.lease_generation = transaction.generation
         await self._store.apply(transaction, check_old=False)
         await self._await_commits(self._send_commits(transaction))
+        self._acknowledged(transaction)
+
+    def _acknowledged(self, transaction: transactions.Transaction) -> None:
+        if self._on_acknowledged is not None and not self._stopped:
+            self._on_acknowledged(transaction)
 
     def _send_commits(
         self, transaction: transactions.Transaction

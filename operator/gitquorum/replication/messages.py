@@ -176,14 +176,20 @@ class Heartbeat:
     settled: bool
     """Whether the leader has settled what it held prepared; followers repair towards it
     only then."""
+    notified: int | None = None
+    """Optional: every push up to this generation was notified to every webhook
+    (``notifying``); absent from a leader without webhooks or of an older release."""
 
     @classmethod
     def parse(cls, message: Mapping[str, Any]) -> "Heartbeat":
+        term = _term(message)  # refuses a message that is not an object
+        notified = message.get("notified")
         return cls(
-            term=_term(message),
+            term=term,
             leader=replica_id(field(message, "leader"), "leader"),
             applied=_applied(message),
             settled=boolean(field(message, "settled"), "settled"),
+            notified=None if notified is None else integer(notified, "notified"),
         )
 
 

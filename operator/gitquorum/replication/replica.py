@@ -29,6 +29,7 @@ from gitquorum.replication import (
     following,
     leading,
     membership,
+    notifying,
     peerclient,
     reports,
     store,
@@ -54,6 +55,7 @@ class Replica:
         peers: peerclient.Peers,
         copier: catchup.Copier,
         timing: leading.Timing,
+        notifier: notifying.Notifier | None = None,
     ) -> None:
         self.id = replica
         self.store = local
@@ -70,6 +72,10 @@ class Replica:
             timing=timing,
             on_newer_term=self._newer_term,
         )
+        self.notifier = notifier
+        """Push notifications to webhooks, when the replica has a notifications file."""
+        if notifier is not None:
+            self.following.on_notified = notifier.observe
         self._changing = asyncio.Lock()
         self._background: set[asyncio.Future[None]] = set()
         self.started = time.monotonic()
@@ -199,10 +205,17 @@ class Replica:
             timing=self.timing,
             previous_leader=previous_leader,
             on_fenced=self._fenced,
+            on_acknowledged=None if self.notifier is None else self.notifier.acknowledged_push,
+            notified=None if self.notifier is None else self.notifier.heartbeat_value,
         )
         self.leadership.start()
+        if self.notifier is not None:
+            leadership = self.leadership
+            self.notifier.lead(lambda: leadership.ready)
 
     async def _follow(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop_leading()
         if self.leadership is not None:
             await self.leadership.stop()
             self.leadership = None
@@ -226,6 +239,8 @@ class Replica:
         if self.leadership is not None:
             await self.leadership.stop()
         await self.following.stop()
+        if self.notifier is not None:
+            await self.notifier.close()
         await self.peers.close()
 
     # -- status ---------------------------------------------------------------------------------
@@ -270,6 +285,7 @@ class Replica:
             protocol=reports.Protocol(**versions.describe()),
             leading=None if self.leadership is None else self.leadership.describe(),
             upkeep=self.upkeep_report(),
+            notifications=None if self.notifier is None else self.notifier.report(),
         )
 
     def _sync_state(self) -> str:

@@ -176,6 +176,9 @@ class ReplicaStatus:
     """The leader's view of its followers (reachable, generation, in sync)."""
     upkeep: Upkeep | None = None
     """Maintenance and integrity; None from a replica of a release before them."""
+    notifications: Mapping[str, Any] | None = None
+    """Push notifications (``notifying``): per webhook, the generation delivered, pending
+    pushes, failures, last error and success; None from a replica without webhooks."""
 
     @property
     def leads(self) -> bool:
@@ -210,6 +213,7 @@ class ReplicaStatus:
             "protocol": None if self.protocol is None else dataclasses.asdict(self.protocol),
             **({} if self.leading is None else {"leading": dict(self.leading)}),
             **({} if self.upkeep is None else {"upkeep": self.upkeep.to_json()}),
+            **({} if self.notifications is None else {"notifications": dict(self.notifications)}),
         }
 
     @classmethod
@@ -242,7 +246,13 @@ class ReplicaStatus:
             protocol=_protocol(data.get("protocol")),
             leading=_optional_mapping(data, "leading"),
             upkeep=Upkeep.from_json(data.get("upkeep")),
+            notifications=_lenient_mapping(data.get("notifications")),
         )
+
+
+def _lenient_mapping(value: object) -> Mapping[str, Any] | None:
+    """Only shown, never decided on: anything but an object reads as absent."""
+    return value if isinstance(value, Mapping) else None
 
 
 def _count(value: object) -> int:
