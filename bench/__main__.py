@@ -18,6 +18,7 @@ BENCHMARKS = {
     "operator-faults": "bench.operator_faults",
     "backup": "bench.backup",
     "maintenance": "bench.maintenance",
+    "rejoin": "bench.rejoin",
 }
 
 
