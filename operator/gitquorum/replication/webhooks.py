@@ -183,12 +183,20 @@ class Poster:
             self._session = aiohttp.ClientSession()
         limit = aiohttp.ClientTimeout(total=self._timeout)
         try:
+            # A redirect is not followed (it could send the signed body elsewhere): a 3xx
+            # counts as a failure, and the log says where it pointed.
             async with self._session.post(
-                url, data=request.body, headers=dict(request.headers), timeout=limit
+                url,
+                data=request.body,
+                headers=dict(request.headers),
+                timeout=limit,
+                allow_redirects=False,
             ) as response:
                 if 200 <= response.status < 300:
                     return
                 text = (await response.text(errors="replace")).strip()[:MAX_ANSWER_LOGGED]
+                if 300 <= response.status < 400:
+                    text = f"redirected to {response.headers.get('Location', '?')}"
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise DeliveryError(f"{type(error).__name__}: {error}".strip()) from error
         raise DeliveryError(f"HTTP {response.status}: {text}")
