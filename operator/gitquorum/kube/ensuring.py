@@ -7,9 +7,11 @@ They are checked when the part of the spec they depend on changes, and otherwise
 
 import asyncio
 import hashlib
+import json
 import logging
 import secrets
 
+from gitquorum import errors
 from gitquorum.kube import context, manifests, names, sshaccess
 from gitquorum.kube.spec import RepositorySpec
 from gitquorum.replication import peerclient
@@ -37,7 +39,8 @@ class Ensuring(context.Context):
         deploy_keys = (spec.deploy_keys, spec.deploy_keys_secret)
         # memory.ensured: (replicas, access fingerprint, credentials Secret, policy, keys,
         # tokens)
-        unchanged = (spec.replicas, spec.credentials_secret, policy, deploy_keys, spec.tokens)
+        secrets_read = (spec.tokens, spec.webhooks)
+        unchanged = (spec.replicas, spec.credentials_secret, policy, deploy_keys, secrets_read)
         if fresh and memory.ensured[:1] + memory.ensured[2:] == unchanged:
             return None
         credentials = await self._credentials(body, spec)
@@ -50,9 +53,17 @@ class Ensuring(context.Context):
             keys = await self._keys_file(body, spec)
         except sshaccess.DeployKeyError as error:
             return str(error)
-        files = {names.POLICY_KEY: policy, names.SSH_KEYS_KEY: keys}
+        try:
+            notifications = await self._notifications(body, spec)
+        except errors.ConfigError as error:
+            return str(error)
+        files = {
+            names.POLICY_KEY: policy,
+            names.SSH_KEYS_KEY: keys,
+            names.NOTIFICATIONS_KEY: notifications,
+        }
         secret = "".join(f"{user}:{token}:{access.value}\n" for user, token, access in accounts)
-        secret += f"{policy}\n{keys}"
+        secret += f"{policy}\n{keys}\n{notifications}"
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()
         wanted = (
             spec.replicas,
@@ -60,7 +71,7 @@ class Ensuring(context.Context):
             spec.credentials_secret,
             policy,
             deploy_keys,
-            spec.tokens,
+            secrets_read,
         )
         if memory.ensured == wanted and memory.admin_token:
             memory.ensured_at = self.clock()
@@ -170,6 +181,29 @@ class Ensuring(context.Context):
         if not await asyncio.to_thread(self.kube.create, metadata["namespace"], manifest):
             await asyncio.to_thread(self.kube.patch_secret, metadata["namespace"], manifest)
         return line
+
+    async def _notifications(self, body: context.Body, spec: RepositorySpec) -> str:
+        """The replicas' webhooks file, each webhook's HMAC key read from its Secret
+        (ConfigError naming one that is missing or lacks its key)."""
+        namespace = body["metadata"]["namespace"]
+        webhooks = []
+        for name, url, kind, secret in spec.webhooks:
+            data = await asyncio.to_thread(self.kube.read_secret, namespace, secret)
+            token = (data or {}).get(names.WEBHOOK_TOKEN_KEY)
+            if not token:
+                raise errors.ConfigError(
+                    f"webhook {name}: Secret {secret} does not exist or has no key "
+                    f"{names.WEBHOOK_TOKEN_KEY}"
+                )
+            webhooks.append({"name": name, "url": url, "format": kind, "secret": token})
+        document = {
+            "repository": {
+                "fullName": f"{namespace}/{body['metadata']['name']}",
+                "url": names.clone_url(body["metadata"]["name"], namespace),
+            },
+            "webhooks": webhooks,
+        }
+        return json.dumps(document, sort_keys=True) + "\n"
 
     async def _tokens(
         self, body: context.Body, spec: RepositorySpec, owner: tuple[str, str]

@@ -104,6 +104,7 @@ def _replica_pod(
         admin_token_file=f"{REPLICATION_MOUNT}/admin-token",
         auth_file=f"{AUTH_MOUNT}/users",
         policy_file=f"{AUTH_MOUNT}/{names.POLICY_KEY}",
+        notifications_file=f"{AUTH_MOUNT}/{names.NOTIFICATIONS_KEY}",
         ssh_port=names.SSH_PORT,
         ssh_host_key=f"{REPLICATION_MOUNT}/{names.SSH_HOST_KEY}",
         ssh_keys_file=f"{AUTH_MOUNT}/{names.SSH_KEYS_KEY}",

@@ -25,6 +25,7 @@ from gitquorum.kube import (
     observing,
     planning,
     rolling,
+    status,
     updating,
     upkeeping,
 )
@@ -126,6 +127,7 @@ class Reconciler(
         self._report_divergence(body, durable, observed, memory)
         self._report_damage(body, observed, memory)
         self._report_cordoned(body, observed, memory)
+        self._report_webhooks(body, durable, observed, memory)
         await self._label_serving(body, observed, pods)
         await self._converge(body, durable, observed, pods, claims, spec)
         await self._write(
@@ -201,6 +203,20 @@ class Reconciler(
                 f"refs of {', '.join(apart)} differ from leader {durable.leader}'s at the same "
                 "generation: repaired from the leader",
             )
+
+    def _report_webhooks(
+        self,
+        body: context.Body,
+        durable: planning.Durable,
+        observed: Mapping[str, planning.Observed],
+        memory: context.Memory,
+    ) -> None:
+        leader = observed.get(durable.leader or "")
+        delivery = status.notifications(body, leader.report if leader is not None else None)
+        for item in delivery or ():
+            if item["consecutiveFailures"]:
+                message = f"webhook {item['name']} fails, retried: {item['lastError']}"
+                self._event(body, memory, "Warning", "WebhookFailing", message)
 
     def _report_cordoned(
         self, body: context.Body, observed: Mapping[str, planning.Observed], memory: context.Memory

@@ -48,6 +48,8 @@ class RepositorySpec:
     """``spec.maintenance.window`` as given (``kube/windows.py`` reads it); None: any time."""
     deploy_keys: tuple[tuple[str, str], ...] = ()
     """``spec.auth.deployKeys`` as (public key, access) pairs."""
+    webhooks: tuple[tuple[str, str, str, str], ...] = ()
+    """``spec.notifications.webhooks`` as (name, url, format, Secret) tuples."""
     tokens: tuple[tuple[str, str], ...] = ()
     """``spec.auth.tokens`` as (Secret name, access) pairs: more HTTP accounts."""
     deploy_keys_secret: str | None = None
@@ -111,6 +113,15 @@ class RepositorySpec:
                 for item in auth.get("deployKeys") or ()
             ),
             deploy_keys_secret=auth.get("deployKeysSecret") or None,
+            webhooks=tuple(
+                (
+                    str(item.get("name", "")),
+                    str(item.get("url", "")),
+                    str(item.get("format") or "generic-hmac"),
+                    str(item.get("secret", "")),
+                )
+                for item in (spec.get("notifications") or {}).get("webhooks") or ()
+            ),
             tokens=tuple(
                 (str(item.get("secret", "")), str(item.get("access") or "read"))
                 for item in auth.get("tokens") or ()

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gitquorum.kube import backupspecs, bootstrapping, names, planning, rolling, scheduling
-from gitquorum.replication import decisions
+from gitquorum.replication import decisions, reports
 
 
 def derive(
@@ -66,16 +66,66 @@ def derive(
     if leader_report is not None:
         status["generation"] = leader_report.generation
         status["checksum"] = leader_report.checksum
+    delivery = notifications(body, leader_report)
+    if delivery is not None:
+        status["notifications"] = delivery
     status["conditions"] = merge_conditions(
         (body.get("status") or {}).get("conditions") or [],
         [
             *restored(body, conditions(durable, observed, replicas=replicas, blocked=blocked)),
             updating(update or rolling.Update(rolling.Action.NONE, ""), revision),
             *backups(body),
+            *delivered(delivery),
         ],
         generation=int(metadata.get("generation", 0)),
     )
     return status
+
+
+def notifications(
+    body: Mapping[str, Any], leader: reports.ReplicaStatus | None
+) -> list[dict[str, Any]] | None:
+    """Per webhook of ``spec.notifications``, what the leader delivered and what failed."""
+    wanted = [
+        item.get("name")
+        for item in (body.get("spec") or {}).get("notifications", {}).get("webhooks") or ()
+    ]
+    if not wanted:
+        return None
+    seen = ((leader.notifications or {}).get("webhooks") or {}) if leader is not None else {}
+    found = []
+    for name in wanted:
+        entry = seen.get(name) or {}
+        found.append(
+            {
+                "name": name,
+                "deliveredGeneration": int(entry.get("delivered") or 0),
+                "pending": int(entry.get("pending") or 0),
+                "failures": int(entry.get("failures") or 0),
+                "consecutiveFailures": int(entry.get("consecutiveFailures") or 0),
+                "lastError": str(entry.get("lastError") or ""),
+            }
+        )
+    return found
+
+
+def delivered(delivery: list[dict[str, Any]] | None) -> list[tuple[str, bool, str, str]]:
+    """NotificationsDelivered: False while a webhook fails (it is retried with back-off)."""
+    if delivery is None:
+        return []
+    failing = [item for item in delivery if item["consecutiveFailures"]]
+    if failing:
+        first = failing[0]
+        return [
+            (
+                "NotificationsDelivered",
+                False,
+                "WebhookFailing",
+                f"webhook {first['name']} failed {first['consecutiveFailures']} time(s) in a "
+                f"row ({first['pending']} pending): {first['lastError']}",
+            )
+        ]
+    return [("NotificationsDelivered", True, "Delivered", "every webhook is up to date")]
 
 
 def restored(
