@@ -1,17 +1,24 @@
-"""Who may read and change what, through the operator (issue 12): protected refs from the
-spec reach every replica and refuse force pushes and deletion; deploy keys give git over SSH
-through the Service, read-only keys refused pushes; changes apply without a restart."""
+"""Who may read and change what, and who is told, through the operator (issue 12): protected
+refs from the spec reach every replica and refuse force pushes and deletion; deploy keys give
+git over SSH through the Service, read-only keys refused pushes; read tokens; changes apply
+without a restart; a webhook is called, signed, after each push."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import http.server
 import json
 import subprocess
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from kubernetes import client
 
+from gitquorum_testbed import settings
 from tests import waiting
 from tests.conftest import Kubectl
 from tests.e2e.operator import repos
@@ -192,3 +199,67 @@ def test_read_token_clones_and_is_refused_pushes(
     refused = repos.git("push", reader, "main", cwd=work.path, check=False)
     assert refused.returncode != 0, refused.stderr
     assert repos.remote_refs(reader)["refs/heads/main"] == pushed
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """Records every POST with its headers; the server is on the testbed's bridge, which every
+    pod reaches (as it reaches the object store)."""
+
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def test_webhook_signed_delivery_after_each_push(
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    server = http.server.ThreadingHTTPServer((str(settings.BRIDGE_ADDRESS), 0), _Receiver)
+    _Receiver.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        token = "an-hmac-key-shared-with-the-receiver"
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name="hook"), string_data={"token": token}
+        )
+        core.create_namespaced_secret(namespace, body)
+        url = f"http://{settings.BRIDGE_ADDRESS}:{server.server_address[1]}/hook"
+        spec = {
+            "replicas": 3,
+            "notifications": {"webhooks": [{"name": "flux", "url": url, "secret": "hook"}]},
+        }
+        repos.apply(kubectl, namespace, repos.manifest("notified", spec))
+        repository = repos.Repository(api_client, namespace, "notified")
+        repository.wait_ready()
+        repository.wait_serving(core)
+        work = repos.Work(tmp_path / "work")
+        pushed = work.commit()
+        work.push(repository.push_url(core))
+        headers, payload = waiting.until(
+            "a webhook delivery naming the pushed commit",
+            lambda: next((r for r in _Receiver.received if pushed.encode() in r[1]), None),
+            timeout=60,
+            seen=lambda: _Receiver.received,
+        )
+        signature = hmac.new(token.encode(), payload, hashlib.sha256).hexdigest()
+        assert headers["x-signature"] == f"sha256={signature}", headers
+        status = repository.wait(
+            "status.notifications with the push delivered",
+            lambda s: any(
+                item.get("deliveredGeneration", 0) >= 1 for item in s.get("notifications") or ()
+            ),
+        )
+        assert repository.condition("NotificationsDelivered", status).get("status") == "True"
+    finally:
+        server.shutdown()
