@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gitquorum.replication import invocation
 from tests import waiting
 from tests.integration.helpers import Git
 from tests.integration.replicas import Replicas, http_error
@@ -484,12 +485,17 @@ def test_upkeep_damage_survives_a_restart_and_is_repaired_after_it(
 def test_upkeep_rejects_a_prune_expiry_below_the_minimum(tmp_path: pathlib.Path) -> None:
     token = tmp_path / "token"
     token.write_text("t" * 32)
+    command = invocation.ReplicaCommand(
+        replica="r0",
+        data=str(tmp_path / "r0"),
+        listen="127.0.0.1:0",
+        peer_listen="127.0.0.1:0",
+        peer_token_file=str(token),
+        anonymous_read=True,
+        extra=("--prune-expiry", "1"),
+    )
     result = subprocess.run(
-        [
-            *(sys.executable, "-m", "gitquorum", "replica", "--id", "r0"),
-            *("--data", str(tmp_path / "r0"), "--peer-token-file", str(token)),
-            *("--anonymous-read", "--prune-expiry", "1"),
-        ],
+        command.argv(program=(sys.executable, "-m", "gitquorum")),
         capture_output=True,
         text=True,
         timeout=60,
