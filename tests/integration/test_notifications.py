@@ -238,6 +238,29 @@ def test_notifications_pending_at_a_leader_change_come_from_the_new_leader(
     )
 
 
+def test_notifications_pending_at_a_restart_are_sent_after_it(
+    git: Git, receiver: Receiver, make_replicas: Any, tmp_path: pathlib.Path
+) -> None:
+    replicas = make_replicas({"flux": (receiver.url("/flux"), "generic-hmac")})
+    receiver.failing = True
+    work = _work(git, tmp_path)
+    git.run("push", "-q", replicas.url("r0"), "main", cwd=work)
+    waiting.until("a first attempt", lambda: receiver.attempts("/flux"), timeout=5, interval=0.05)
+    replicas.kill("r0")  # what it held in memory is gone
+    receiver.failing = False
+    replicas.start("r0")
+    replicas.configure("r0")
+    [item] = waiting.until(
+        "the pending notification after the restart",
+        lambda: receiver.delivered("/flux"),
+        timeout=15,
+        interval=0.05,
+        seen=lambda: replicas.status("r0").get("notifications"),
+    )
+    body = json.loads(item["body"])
+    assert body["id"] == "repository-1" and body["catchUp"] is True
+
+
 def test_notifications_hanging_receiver_does_not_slow_pushes(
     git: Git, make_replicas: Any, tmp_path: pathlib.Path
 ) -> None:

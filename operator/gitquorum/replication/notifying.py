@@ -532,7 +532,7 @@ class Notifier:
     def report(self) -> dict[str, Any]:
         leading = self._leading is not None
         hooks: dict[str, Any] = {}
-        for webhook in self._file.settings.webhooks:
+        for webhook in self._file.current().webhooks:
             found = self.senders.get(webhook.name)
             delivered = (
                 found.delivered
