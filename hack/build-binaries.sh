@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Builds the pinned Kubernetes control plane, etcd and helm, and versitygw (the testbed's S3
-# object store), from the Go module proxy into a versioned cache outside the repository.
+# Builds the pinned Kubernetes control plane, etcd and helm, versitygw (the testbed's S3 object
+# store) and Flux's source-controller (a real GitOps client for the end-to-end tests), from the
+# Go module proxy into a versioned cache outside the repository.
 # Idempotent: a complete cache is reused instantly.
 #
 #   hack/build-binaries.sh                      build (or reuse) all; print the kube directory last
 #   hack/build-binaries.sh --print              print the kube directory only
 #   hack/build-binaries.sh --versitygw          build (or reuse) versitygw only; print its path
 #   hack/build-binaries.sh --print-versitygw    print versitygw's path only
+#   hack/build-binaries.sh --flux               build (or reuse) source-controller only; print
+#                                               its directory (the binary and Flux's CRDs)
+#   hack/build-binaries.sh --print-flux         print source-controller's directory only
 #
 # Progress goes to stderr, one line per component with the time it took; each component's
 # full output (go's download and compiler lines) goes to a log under the cache, named on its
@@ -20,6 +24,7 @@ KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
+FLUX_SOURCE_CONTROLLER_VERSION=${FLUX_SOURCE_CONTROLLER_VERSION:-v1.9.6}
 
 cache_root=${GITQUORUM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gitquorum}
 out="$cache_root/bin/kube-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
@@ -28,12 +33,16 @@ binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler helm)
 # A directory of its own: versitygw's pin changes apart from Kubernetes', and adding it did not
 # rebuild the control plane.
 versitygw="$cache_root/bin/versitygw-$VERSITYGW_VERSION/versitygw"
+# Likewise for Flux: the binary and the CRDs of the same module version, side by side.
+flux="$cache_root/bin/flux-source-controller-$FLUX_SOURCE_CONTROLLER_VERSION"
 
+only_versitygw= only_flux=
 case "${1:-}" in
   --print) echo "$out"; exit 0 ;;
   --print-versitygw) echo "$versitygw"; exit 0 ;;
+  --print-flux) echo "$flux"; exit 0 ;;
   --versitygw) only_versitygw=1 ;;
-  *) only_versitygw= ;;
+  --flux) only_flux=1 ;;
 esac
 
 # Tenths of a second since the epoch; EPOCHREALTIME has microseconds behind a locale's point.
@@ -53,12 +62,19 @@ line() {
 die() { echo "build-binaries: $*" >&2; exit 1; }
 
 kube_complete() { for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
+# The CRDs are copied before the binary is moved into place, so the binary marks a whole cache.
+flux_complete() { [[ -x "$flux/source-controller" ]]; }
 if [[ -n $only_versitygw && -x $versitygw ]]; then
   line versitygw "$VERSITYGW_VERSION cached" "$started" "in: $versitygw"
   echo "$versitygw"
   exit 0
 fi
-if [[ -z $only_versitygw && -x $versitygw ]] && kube_complete; then
+if [[ -n $only_flux ]] && flux_complete; then
+  line source-controller "$FLUX_SOURCE_CONTROLLER_VERSION cached" "$started" "in: $flux"
+  echo "$flux"
+  exit 0
+fi
+if [[ -z $only_versitygw$only_flux && -x $versitygw ]] && flux_complete && kube_complete; then
   line binaries "all ${#binaries[@]} cached" "$started" "in: $out"
   echo "$out"
   exit 0
@@ -111,6 +127,46 @@ MOD
 if [[ -n $only_versitygw ]]; then
   step versitygw "$VERSITYGW_VERSION built (about 45 s)" build_versitygw
   echo "$versitygw"
+  exit 0
+fi
+
+# source-controller's module replaces its api submodule with ./api and pins a go-digest fork,
+# which `go install` refuses: a wrapper module requires the api at the same version and
+# repeats the go-digest replace. The main package is the module root. The Go module proxy
+# answers 403 for github.com/fluxcd/pkg/artifact v0.18.3 (the version v1.9.6 requires); v0.18.0,
+# the newest it serves, has the same API, so the wrapper pins that.
+build_flux() {
+  local dir="$work/flux-source-controller-$FLUX_SOURCE_CONTROLLER_VERSION" mod
+  mkdir -p "$dir" "$flux"
+  cat >"$dir/go.mod" <<MOD
+module gitquorum.local/fluxbuild
+
+go 1.26
+
+require (
+	github.com/fluxcd/source-controller $FLUX_SOURCE_CONTROLLER_VERSION
+	github.com/fluxcd/source-controller/api $FLUX_SOURCE_CONTROLLER_VERSION
+)
+
+replace (
+	github.com/fluxcd/pkg/artifact => github.com/fluxcd/pkg/artifact v0.18.0
+	github.com/opencontainers/go-digest => github.com/opencontainers/go-digest v1.0.1-0.20220411205349-bde1400a84be
+)
+MOD
+  cd "$dir"
+  go mod download github.com/fluxcd/source-controller
+  mod="$(go env GOMODCACHE)/github.com/fluxcd/source-controller@$FLUX_SOURCE_CONTROLLER_VERSION"
+  mkdir -p "$flux/crds"
+  cp "$mod"/config/crd/bases/*.yaml "$flux/crds/"
+  chmod u+w "$flux"/crds/*.yaml
+  go build -v -trimpath -ldflags "-s -w" -o "$flux/source-controller.partial" \
+    github.com/fluxcd/source-controller
+  mv "$flux/source-controller.partial" "$flux/source-controller"
+}
+
+if [[ -n $only_flux ]]; then
+  step source-controller "$FLUX_SOURCE_CONTROLLER_VERSION built (cold: about 4 minutes)" build_flux
+  echo "$flux"
   exit 0
 fi
 
@@ -203,6 +259,7 @@ if ((${#missing[@]})); then
   for cmd in "${missing[@]}"; do step "$cmd" "$KUBE_VERSION built" build_kube "$cmd"; done
 fi
 [[ -x $versitygw ]] || step versitygw "$VERSITYGW_VERSION built" build_versitygw
+flux_complete || step source-controller "$FLUX_SOURCE_CONTROLLER_VERSION built" build_flux
 kube_complete || die "build finished but binaries are missing in $out"
 line binaries "all ${#binaries[@]} built ($(du -sh "$out" | cut -f1))" "$started" "in: $out"
 echo "$out"

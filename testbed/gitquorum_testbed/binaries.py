@@ -1,6 +1,6 @@
-"""Locating the pinned binaries: the control plane, etcd, helm and versitygw (the S3 object
-store) in the build cache, and the kubectl that the package's test extras install into the
-virtualenv.
+"""Locating the pinned binaries: the control plane, etcd, helm, versitygw (the S3 object
+store) and Flux's source-controller in the build cache, and the kubectl that the package's
+test extras install into the virtualenv.
 """
 
 from __future__ import annotations
@@ -55,6 +55,22 @@ def versitygw(*, build: bool = True) -> Path:
     out = Path(result.stdout.strip().splitlines()[-1])
     if not out.exists():
         raise BinariesMissing(f"versitygw is not built at {out}; run make setup")
+    return out
+
+
+def flux_source_controller(*, build: bool = True) -> Path:
+    """The directory of the pinned Flux source-controller: the binary ``source-controller``
+    and its CRDs under ``crds/``, building them (about 4 minutes cold) when asked."""
+    script = build_script()
+    if not script.exists():
+        raise BinariesMissing(f"{script} not found: run from a gitquorum checkout")
+    args = [str(script), "--flux" if build else "--print-flux"]
+    result = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise BinariesMissing(f"{script} failed with exit code {result.returncode}")
+    out = Path(result.stdout.strip().splitlines()[-1])
+    if not (out / "source-controller").exists():
+        raise BinariesMissing(f"source-controller is not built in {out}; run make setup")
     return out
 
 

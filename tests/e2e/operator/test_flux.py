@@ -1,0 +1,196 @@
+"""Flux's source-controller as a real GitOps client of a gitquorum repository (issue 12): it
+fetches through the Service with a read-only deploy key over SSH, or a read-only token over
+HTTP, and follows new commits when asked to reconcile (what ``flux reconcile source git``
+does; notification-controller, the webhook path, cannot be built here).
+
+The testbed has no cluster DNS, so Flux dials the Service's ClusterIP, and the known_hosts line
+it checks names that address instead of the in-cluster name the status publishes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from gitquorum_testbed import cluster, flux
+from tests import waiting
+from tests.conftest import Kubectl
+from tests.e2e.operator import repos
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        bool(os.environ.get("GITQUORUM_KUBECONFIG")),
+        reason="source-controller runs as a host binary, which only the testbed can do",
+    ),
+]
+
+FLUX_VERSION = "v1"
+FLUX_PLURAL = "gitrepositories"
+
+
+@pytest.fixture(scope="module")
+def source_controller(testbed: cluster.Testbed) -> None:
+    flux.install(testbed)
+
+
+class FluxSource:
+    """A Flux GitRepository (source.toolkit.fluxcd.io/v1) and what its status says."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, name: str) -> None:
+        self.api = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+        self.name = name
+
+    def create(self, *, url: str, secret: str) -> None:
+        body = {
+            "apiVersion": f"{flux.GROUP}/{FLUX_VERSION}",
+            "kind": "GitRepository",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "url": url,
+                "ref": {"branch": "main"},
+                "secretRef": {"name": secret},
+                "interval": "1h",
+                "timeout": "60s",
+            },
+        }
+        self.api.create_namespaced_custom_object(
+            flux.GROUP, FLUX_VERSION, self.namespace, FLUX_PLURAL, body
+        )
+
+    def status(self) -> dict[str, Any]:
+        body = self.api.get_namespaced_custom_object(
+            flux.GROUP, FLUX_VERSION, self.namespace, FLUX_PLURAL, self.name
+        )
+        status: dict[str, Any] = body.get("status") or {}
+        return status
+
+    def wait_revision(self, sha: str, *, timeout: float = 120) -> dict[str, Any]:
+        """Ready True with an artifact of ``main@sha1:<sha>``."""
+        expected = f"main@sha1:{sha}"
+
+        def fetched() -> dict[str, Any] | None:
+            status = self.status()
+            ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+            revision = (status.get("artifact") or {}).get("revision")
+            if ready and ready[0].get("status") == "True" and revision == expected:
+                return status
+            return None
+
+        return waiting.until(
+            f"Flux GitRepository {self.namespace}/{self.name} Ready at {expected}",
+            fetched,
+            timeout=timeout,
+            interval=1,
+            seen=lambda: json.dumps(self.status(), indent=1),
+        )
+
+    def request_reconcile(self) -> None:
+        """The annotation ``flux reconcile source git`` sets."""
+        now = datetime.datetime.now(datetime.UTC).isoformat()
+        patch = {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}}
+        self.api.patch_namespaced_custom_object(
+            flux.GROUP, FLUX_VERSION, self.namespace, FLUX_PLURAL, self.name, patch
+        )
+
+
+def _key(tmp_path: Path, name: str) -> tuple[str, str]:
+    path = tmp_path / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True
+    )
+    return path.read_text(), path.with_suffix(".pub").read_text().strip()
+
+
+def _secret(core: client.CoreV1Api, namespace: str, name: str, data: dict[str, str]) -> None:
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
+    core.create_namespaced_secret(namespace, body)
+
+
+def test_flux_follows_a_repository_over_ssh_with_a_read_only_deploy_key(
+    source_controller: None,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    private, public = _key(tmp_path, "flux")
+    spec = {"replicas": 3, "auth": {"deployKeys": [{"publicKey": public, "access": "read"}]}}
+    repos.apply(kubectl, namespace, repos.manifest("gitops", spec))
+    repository = repos.Repository(api_client, namespace, "gitops")
+    repository.wait_ready()
+    repository.wait_serving(core)
+    work = repos.Work(tmp_path / "work")
+    first = work.commit()
+    work.push(repository.push_url(core))
+    repository.wait_in_sync(3)
+    status = repository.wait(
+        "status.ssh published", lambda s: (s.get("ssh") or {}).get("knownHosts")
+    )
+    assert status["ssh"]["url"] == f"ssh://git@gitops.{namespace}.svc/gitops.git"
+    # "<service name> <key type> <key>": the same key under the address Flux dials.
+    _, key_type, host_key = status["ssh"]["knownHosts"].split()[:3]
+    address = repository.address(core)
+    _secret(
+        core,
+        namespace,
+        "flux-ssh",
+        {
+            "identity": private,
+            "identity.pub": public + "\n",
+            "known_hosts": f"{address} {key_type} {host_key}\n",
+        },
+    )
+    source = FluxSource(api_client, namespace, "gitops")
+    source.create(url=f"ssh://git@{address}:22/gitops.git", secret="flux-ssh")
+    source.wait_revision(first)
+
+    second = work.commit()
+    work.push(repository.push_url(core))
+    # Every replica has it, so whichever the Service picks serves the new commit.
+    repository.wait_in_sync(3)
+    source.request_reconcile()
+    status = source.wait_revision(second)
+    assert status["artifact"]["revision"] == f"main@sha1:{second}"
+
+
+def test_flux_follows_a_repository_over_http_with_a_read_only_token(
+    source_controller: None,
+    kubectl: Kubectl,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    token = {"username": "flux", "password": "a-read-only-token-for-flux"}
+    _secret(core, namespace, "flux-token", token)
+    spec = {"replicas": 3, "auth": {"tokens": [{"secret": "flux-token", "access": "read"}]}}
+    repos.apply(kubectl, namespace, repos.manifest("gitops", spec))
+    repository = repos.Repository(api_client, namespace, "gitops")
+    repository.wait_ready()
+    repository.wait_serving(core)
+    work = repos.Work(tmp_path / "work")
+    first = work.commit()
+    work.push(repository.push_url(core))
+    repository.wait_in_sync(3)
+
+    # The token's own Secret has the keys Flux reads for basic auth.
+    source = FluxSource(api_client, namespace, "gitops")
+    source.create(url=repository.url(core), secret="flux-token")
+    source.wait_revision(first)
+
+    second = work.commit()
+    work.push(repository.push_url(core))
+    # Every replica has it, so whichever the Service picks serves the new commit.
+    repository.wait_in_sync(3)
+    source.request_reconcile()
+    source.wait_revision(second)
