@@ -27,7 +27,7 @@ COMPONENTS = (
 )
 FAKE_GO = r"""#!/bin/sh
 case "$1" in
-  env) echo https://proxy.example ;;
+  env) if [ "$2" = GOMODCACHE ]; then echo "$FAKE_GOMODCACHE"; else echo https://proxy.example; fi ;;
   list) if [ "$2" = -m ]; then echo '{"Path": "k8s.io/kubernetes"}'; fi ;;
   mod)
     if [ "$3" = -json ]; then
@@ -46,7 +46,18 @@ esac
 """
 
 
+def _flux_module(cache: Path) -> None:
+    """source-controller's module as the go command leaves it: its CRDs are copied from it."""
+    script = (REPO / "hack" / "build-binaries.sh").read_text()
+    version = re.search(r"FLUX_SOURCE_CONTROLLER_VERSION:-(v[0-9.]+)", script)
+    assert version is not None, "the script pins FLUX_SOURCE_CONTROLLER_VERSION"
+    crds = cache / f"github.com/fluxcd/source-controller@{version[1]}/config/crd/bases"
+    crds.mkdir(parents=True, exist_ok=True)
+    (crds / "source.toolkit.fluxcd.io_gitrepositories.yaml").write_text("kind: Fake\n")
+
+
 def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    _flux_module(tmp_path / "modcache")
     tools = tmp_path / "tools"
     tools.mkdir(exist_ok=True)
     (tools / "go").write_text(FAKE_GO)
@@ -60,6 +71,7 @@ def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
             "PATH": f"{tools}:{os.environ['PATH']}",
             "GITQUORUM_CACHE": str(tmp_path / "cache"),
             "FAKE_GOMOD": str(tmp_path / "kubernetes.mod"),
+            "FAKE_GOMODCACHE": str(tmp_path / "modcache"),
             **env,
         },
         timeout=60,
