@@ -27,7 +27,8 @@ COMPONENTS = (
 )
 FAKE_GO = r"""#!/bin/sh
 case "$1" in
-  env) if [ "$2" = GOMODCACHE ]; then echo "$FAKE_GOMODCACHE"; else echo https://proxy.example; fi ;;
+  env)
+    if [ "$2" = GOMODCACHE ]; then echo "$FAKE_GOMODCACHE"; else echo https://proxy.example; fi ;;
   list) if [ "$2" = -m ]; then echo '{"Path": "k8s.io/kubernetes"}'; fi ;;
   mod)
     if [ "$3" = -json ]; then
