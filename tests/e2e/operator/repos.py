@@ -156,6 +156,36 @@ class Repository:
         return self.url(core, user=user, password=password)
 
 
+def serving(
+    kubectl: Kubectl,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+) -> Repository:
+    """A GitRepository of ``spec`` applied, Ready, and served through its Service."""
+    apply(kubectl, namespace, manifest(name, spec))
+    repository = Repository(api, namespace, name)
+    repository.wait_ready()
+    repository.wait_serving(core)
+    return repository
+
+
+def secret(core: client.CoreV1Api, namespace: str, name: str, data: Mapping[str, str]) -> None:
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=dict(data))
+    core.create_namespaced_secret(namespace, body)
+
+
+def ssh_key(directory: Path, name: str) -> tuple[Path, str]:
+    """A new ed25519 key pair: the private key's path and the public key's line."""
+    path = directory / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True
+    )
+    return path, path.with_suffix(".pub").read_text().strip()
+
+
 def in_sync(status: Status, replicas: int) -> bool:
     """``replicas`` voting members, each serving and InSync at one generation and checksum."""
     entries = status.get("replicaStatuses") or []

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import http.server
 import json
-import subprocess
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -34,10 +33,7 @@ def test_protected_refs_refuse_force_push_and_deletion_until_the_rule_allows_it(
     tmp_path: Path,
 ) -> None:
     spec = {"replicas": 3, "protectedRefs": [{"pattern": "refs/heads/main"}]}
-    repos.apply(kubectl, namespace, repos.manifest("guarded", spec))
-    repository = repos.Repository(api_client, namespace, "guarded")
-    repository.wait_ready()
-    repository.wait_serving(core)
+    repository = repos.serving(kubectl, api_client, core, namespace, "guarded", spec)
     url = repository.push_url(core)
     work = repos.Work(tmp_path / "work")
     first = work.commit()
@@ -76,14 +72,6 @@ def test_protected_refs_refuse_force_push_and_deletion_until_the_rule_allows_it(
     repository.wait_in_sync(3)
 
 
-def _key(tmp_path: Path, name: str) -> tuple[Path, str]:
-    path = tmp_path / name
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True
-    )
-    return path, path.with_suffix(".pub").read_text().strip()
-
-
 def _ssh(key: Path, known_hosts: Path, alias: str) -> dict[str, str]:
     """git over SSH with ``key``, checking the host key against ``known_hosts`` under the
     Service's in-cluster name (the test reaches the Service by its ClusterIP)."""
@@ -101,16 +89,13 @@ def test_ssh_deploy_keys_clone_push_and_read_only_refused_through_the_service(
     namespace: str,
     tmp_path: Path,
 ) -> None:
-    reader, reader_public = _key(tmp_path, "reader")
-    writer, writer_public = _key(tmp_path, "writer")
+    reader, reader_public = repos.ssh_key(tmp_path, "reader")
+    writer, writer_public = repos.ssh_key(tmp_path, "writer")
     spec = {
         "replicas": 3,
         "auth": {"deployKeys": [{"publicKey": reader_public, "access": "read"}]},
     }
-    repos.apply(kubectl, namespace, repos.manifest("keyed", spec))
-    repository = repos.Repository(api_client, namespace, "keyed")
-    repository.wait_ready()
-    repository.wait_serving(core)
+    repository = repos.serving(kubectl, api_client, core, namespace, "keyed", spec)
     ssh = repository.wait("status.ssh published", lambda s: (s.get("ssh") or {}).get("knownHosts"))
     assert ssh["ssh"]["url"] == f"ssh://git@keyed.{namespace}.svc/keyed.git"
     secret = core.read_namespaced_secret(ssh["ssh"]["knownHostsSecret"], namespace)
@@ -178,16 +163,10 @@ def test_read_token_clones_and_is_refused_pushes(
     namespace: str,
     tmp_path: Path,
 ) -> None:
-    body = client.V1Secret(
-        metadata=client.V1ObjectMeta(name="flux-token"),
-        string_data={"username": "flux", "password": "a-read-only-token-for-flux"},
-    )
-    core.create_namespaced_secret(namespace, body)
+    token = {"username": "flux", "password": "a-read-only-token-for-flux"}
+    repos.secret(core, namespace, "flux-token", token)
     spec = {"replicas": 1, "auth": {"tokens": [{"secret": "flux-token", "access": "read"}]}}
-    repos.apply(kubectl, namespace, repos.manifest("tokens", spec))
-    repository = repos.Repository(api_client, namespace, "tokens")
-    repository.wait_ready()
-    repository.wait_serving(core)
+    repository = repos.serving(kubectl, api_client, core, namespace, "tokens", spec)
     work = repos.Work(tmp_path / "work")
     pushed = work.commit()
     work.push(repository.push_url(core))
@@ -230,19 +209,13 @@ def test_webhook_signed_delivery_after_each_push(
     thread.start()
     try:
         token = "an-hmac-key-shared-with-the-receiver"
-        body = client.V1Secret(
-            metadata=client.V1ObjectMeta(name="hook"), string_data={"token": token}
-        )
-        core.create_namespaced_secret(namespace, body)
+        repos.secret(core, namespace, "hook", {"token": token})
         url = f"http://{settings.BRIDGE_ADDRESS}:{server.server_address[1]}/hook"
         spec = {
             "replicas": 3,
             "notifications": {"webhooks": [{"name": "flux", "url": url, "secret": "hook"}]},
         }
-        repos.apply(kubectl, namespace, repos.manifest("notified", spec))
-        repository = repos.Repository(api_client, namespace, "notified")
-        repository.wait_ready()
-        repository.wait_serving(core)
+        repository = repos.serving(kubectl, api_client, core, namespace, "notified", spec)
         work = repos.Work(tmp_path / "work")
         pushed = work.commit()
         work.push(repository.push_url(core))

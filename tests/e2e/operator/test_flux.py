@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +101,6 @@ class FluxSource:
         )
 
 
-def _key(tmp_path: Path, name: str) -> tuple[str, str]:
-    path = tmp_path / name
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True
-    )
-    return path.read_text(), path.with_suffix(".pub").read_text().strip()
-
-
-def _secret(core: client.CoreV1Api, namespace: str, name: str, data: dict[str, str]) -> None:
-    body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
-    core.create_namespaced_secret(namespace, body)
-
-
 def test_flux_follows_a_repository_over_ssh_with_a_read_only_deploy_key(
     source_controller: None,
     kubectl: Kubectl,
@@ -123,12 +109,10 @@ def test_flux_follows_a_repository_over_ssh_with_a_read_only_deploy_key(
     namespace: str,
     tmp_path: Path,
 ) -> None:
-    private, public = _key(tmp_path, "flux")
+    key, public = repos.ssh_key(tmp_path, "flux")
+    private = key.read_text()
     spec = {"replicas": 3, "auth": {"deployKeys": [{"publicKey": public, "access": "read"}]}}
-    repos.apply(kubectl, namespace, repos.manifest("gitops", spec))
-    repository = repos.Repository(api_client, namespace, "gitops")
-    repository.wait_ready()
-    repository.wait_serving(core)
+    repository = repos.serving(kubectl, api_client, core, namespace, "gitops", spec)
     work = repos.Work(tmp_path / "work")
     first = work.commit()
     work.push(repository.push_url(core))
@@ -140,7 +124,7 @@ def test_flux_follows_a_repository_over_ssh_with_a_read_only_deploy_key(
     # "<service name> <key type> <key>": the same key under the address Flux dials.
     _, key_type, host_key = status["ssh"]["knownHosts"].split()[:3]
     address = repository.address(core)
-    _secret(
+    repos.secret(
         core,
         namespace,
         "flux-ssh",
@@ -172,12 +156,9 @@ def test_flux_follows_a_repository_over_http_with_a_read_only_token(
     tmp_path: Path,
 ) -> None:
     token = {"username": "flux", "password": "a-read-only-token-for-flux"}
-    _secret(core, namespace, "flux-token", token)
+    repos.secret(core, namespace, "flux-token", token)
     spec = {"replicas": 3, "auth": {"tokens": [{"secret": "flux-token", "access": "read"}]}}
-    repos.apply(kubectl, namespace, repos.manifest("gitops", spec))
-    repository = repos.Repository(api_client, namespace, "gitops")
-    repository.wait_ready()
-    repository.wait_serving(core)
+    repository = repos.serving(kubectl, api_client, core, namespace, "gitops", spec)
     work = repos.Work(tmp_path / "work")
     first = work.commit()
     work.push(repository.push_url(core))
