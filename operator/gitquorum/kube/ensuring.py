@@ -178,8 +178,9 @@ class Ensuring(context.Context):
         manifest = manifests.secret(
             body, names.known_hosts_secret(metadata["name"]), {names.KNOWN_HOSTS_KEY: line}
         )
-        if not await asyncio.to_thread(self.kube.create, metadata["namespace"], manifest):
-            await asyncio.to_thread(self.kube.patch_secret, metadata["namespace"], manifest)
+        # Created once: the host key and the Service's names never change, so a resync costs
+        # one create (409) and no patch.
+        await asyncio.to_thread(self.kube.create, metadata["namespace"], manifest)
         return line
 
     async def _notifications(self, body: context.Body, spec: RepositorySpec) -> str:
