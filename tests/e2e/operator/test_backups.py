@@ -341,6 +341,8 @@ def test_restore_from_corrupted_bundle_fails_and_repository_is_not_ready(site: S
     assert "sha256" in final["restore"]["message"] or "corrupt" in final["restore"]["message"]
     assert repository.condition("Ready", final).get("status") == "False", final
     assert final["restore"]["phase"] == "Failed", final["restore"]
+    # It still serves (an empty repository): nothing of the corrupt backup reached it.
+    repository.wait_serving(site.core)
     assert site.refs(repository) == {}
 
 
