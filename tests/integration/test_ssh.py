@@ -1,6 +1,7 @@
 """git over SSH with the real OpenSSH client: `gitquorum serve` and a set of replicas."""
 
 import dataclasses
+import json
 import pathlib
 import re
 import subprocess
@@ -291,8 +292,14 @@ class SshReplicas(replicas.Replicas):
     port, as every pod of a repository listens on the same port.
     """
 
-    def __init__(self, base: pathlib.Path, auth_file: pathlib.Path, keys: Keys) -> None:
-        super().__init__(base, auth_file, 3)
+    def __init__(
+        self,
+        base: pathlib.Path,
+        auth_file: pathlib.Path,
+        keys: Keys,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(base, auth_file, 3, extra_args)
         self.keys = keys
         self.ssh_port = replicas.free_port()
         self.hosts = {replica: f"127.0.0.{index + 2}" for index, replica in enumerate(self.ids)}
@@ -322,7 +329,7 @@ class SshReplicas(replicas.Replicas):
             ssh_port=self.ssh_port,
             ssh_host_key=str(self.keys.host_key),
             ssh_keys_file=str(self.keys.keys_file),
-            extra=("--prepare-timeout", "2", "--log-level", "DEBUG"),
+            extra=("--prepare-timeout", "2", "--log-level", "DEBUG", *self.extra_args),
         ).argv(program=(sys.executable, "-m", "gitquorum"))
         with (self.data(replica) / "replica.log").open("ab") as output:
             self.processes[replica] = subprocess.Popen(
@@ -410,3 +417,35 @@ def test_clone_over_ssh_from_a_replica_out_of_sync_is_refused(
         "a follower without its leader to refuse an SSH clone", refused, timeout=10, interval=0.2
     )
     assert "this replica is not in sync; retry" in stderr
+
+
+def test_protected_ref_refused_over_ssh_through_a_follower(
+    git: Git, auth_file: pathlib.Path, keys: Keys, tmp_path: pathlib.Path
+) -> None:
+    """The rules hold on both transports: a force push and a deletion of a protected branch
+    over SSH, relayed by a follower, get git's report with the rule, and change nothing."""
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"protectedRefs": [{"pattern": "refs/heads/main"}]}))
+    group = SshReplicas(tmp_path / "replicas", auth_file, keys, ("--policy-file", str(policy)))
+    try:
+        group.start_all()
+        work = tmp_path / "work"
+        git.run("init", "-q", "-b", "main", str(work))
+        git.commit(work, "a.txt", "1\n")
+        kept = git.commit(work, "a.txt", "2\n")
+        follower = group.ids[1]
+        url, env = group.ssh_url(follower), group.git_env(follower)
+        git.run("push", "-q", url, "main", cwd=work, env=env)
+        git.run("reset", "-q", "--hard", "HEAD~1", cwd=work)
+        git.commit(work, "b.txt", "rewritten\n")
+        forced = git.run("push", "--force", url, "main", cwd=work, env=env, check=False)
+        assert forced.returncode != 0
+        assert "(protected ref refs/heads/main: force push" in forced.stderr, forced.stderr
+        deleted = git.run("push", url, ":main", cwd=work, env=env, check=False)
+        assert "(protected ref refs/heads/main: deletion is not allowed)" in deleted.stderr
+        group.wait_in_sync()
+        for replica in group.ids:
+            refs = git.refs(group.data(replica) / "repositories" / "repository.git")
+            assert refs == {"refs/heads/main": kept}, replica
+    finally:
+        group.stop_all()
