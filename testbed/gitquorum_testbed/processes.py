@@ -55,10 +55,7 @@ def running(name: str, *, pids: Path) -> int | None:
     pid = int(record["pid"])
     if _start_time(pid) != record.get("start"):
         return None
-    with contextlib.suppress(OSError):
-        if _state(pid) != "Z":
-            return pid
-    return None
+    return pid if _alive(pid) else None
 
 
 def names(pids: Path) -> list[str]:
@@ -119,8 +116,23 @@ def _stat_fields(pid: int) -> list[str]:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def _state(pid: int) -> str:
-    return _stat_fields(pid)[0]
+def _alive(pid: int) -> bool:
+    """Whether any thread of ``pid`` still runs.
+
+    A zombie main thread is not enough to call a process gone: when a multi-threaded process
+    (every Go binary) is killed, its main thread can turn zombie while other threads are still
+    tearing down and still hold its files, listening sockets included. Restarting on the
+    same port at that moment fails with "address in use".
+    """
+    try:
+        tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return False
+    for task in tasks:
+        with contextlib.suppress(OSError, IndexError):
+            if _stat_fields(task)[0] not in ("Z", "X"):
+                return True
+    return False
 
 
 def _start_time(pid: int) -> str | None:

@@ -211,7 +211,7 @@ class LocalCluster:
         return self
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
-        self._stop()
+        self.stop()
         if kind is not None:
             print(self.report(), flush=True)
         if kind is not None or self.keep:
@@ -219,7 +219,8 @@ class LocalCluster:
         elif self._given is None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
+        """Stop the controller and its replicas; the directory stays until the block ends."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)

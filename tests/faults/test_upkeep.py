@@ -70,9 +70,14 @@ def test_maintenance_and_scrubs_during_concurrent_pushes_lose_nothing() -> None:
             assert not upkeep.get("damaged"), (replica, upkeep)
             log = (cluster.directory / "replicas" / replica / "replica.log").read_text()
             assert "found damage" not in log, f"{replica} took a push in flight for damage"
+        # git fsck is not safe against a concurrent repack (a pack it listed can vanish before
+        # it opens the index), and maintenance runs every half second: stop the replicas first.
+        repositories = {replica: cluster.repository(replica) for replica in cluster.ids()}
+        cluster.stop()
+        for replica, repository in repositories.items():
             fsck = subprocess.run(
                 ["git", "fsck", "--full", "--strict", "--no-dangling"],
-                cwd=cluster.repository(replica),
+                cwd=repository,
                 capture_output=True,
                 text=True,
                 check=False,

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,41 @@ def test_processes_track_and_stop_a_whole_session(tmp_path: Path):
     processes.stop("sleeper", pids=pids, grace=0.5)
     assert processes.running("sleeper", pids=pids) is None
     assert processes.names(pids) == []
+
+
+# The main thread leaves with the raw exit system call (not exit_group), so the other thread,
+# and the listening socket, live on behind a zombie main thread: what a killed Go binary
+# looks like for a moment.
+_HALF_EXITED = """
+import ctypes, platform, socket, sys, threading, time
+listener = socket.create_server(("127.0.0.1", 0))
+open(sys.argv[1], "w").write(str(listener.getsockname()[1]))
+threading.Thread(target=time.sleep, args=(300,)).start()
+ctypes.CDLL(None).syscall({"x86_64": 60, "aarch64": 93}[platform.machine()], 0)
+"""
+
+
+def test_processes_running_while_a_thread_outlives_the_main_one(tmp_path: Path):
+    pids, logs, port_file = tmp_path / "pids", tmp_path / "logs", tmp_path / "port"
+    argv = [sys.executable, "-c", _HALF_EXITED, str(port_file)]
+    pid = processes.start("half", argv, pids=pids, logs=logs)
+    waiting.until(
+        "the child's main thread to exit",
+        lambda: port_file.exists() and _main_thread_state(pid) == "Z",
+        timeout=10,
+        seen=lambda: _main_thread_state(pid),
+    )
+    assert processes.running("half", pids=pids) == pid
+    processes.stop("half", pids=pids, grace=0.5)
+    assert processes.running("half", pids=pids) is None
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", int(port_file.read_text())))
+
+
+def _main_thread_state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
 
 
 def test_processes_ignore_a_recycled_pid(tmp_path: Path):
