@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bench import cluster, git_server, repository, servers
+from bench import cluster, git_server, pushpath, repository, servers
 
 TARGETS = ("replicated", "single", "forwarded")
 """Push targets: the cluster's leader, ``gitquorum serve`` alone, a follower of the cluster."""
@@ -103,11 +103,17 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             ):
                 _load(replicated, generated.path, env)
                 pushes = _pushes(replicated, single, env, work, root, args.replication_pushes)
+                cpu = _cpu(replicated, single, env, work, root, args.replication_pushes)
+                pushpath.report_traces(
+                    pushpath.traces(sorted((work / "cluster").glob("replicas/*/replica.log")))
+                )
                 rebuilds = _rebuilds(replicated, env, work, args.replication_rebuilds)
                 failovers = _failovers(replicated, env, work, root, args.replication_failovers)
         finally:
             _keep_logs(work)
-    return _report(pushes, rebuilds, failovers, generated.pack_bytes, time.monotonic() - started)
+    return _report(
+        pushes, cpu, rebuilds, failovers, generated.pack_bytes, time.monotonic() - started
+    )
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -186,6 +192,44 @@ def _pushes(
                 flush=True,
             )
     return times
+
+
+def _cpu(
+    replicated: cluster.Cluster,
+    single: servers.Served,
+    env: dict[str, str],
+    work: pathlib.Path,
+    root: pathlib.Path,
+    count: int,
+) -> dict[str, float]:
+    """CPU seconds per acknowledged push: pushes to the cluster's leader, then to the server."""
+    described = replicated.wait_healthy(HEALTHY_SECONDS)
+    urls = {
+        "replicated": replicated.url(replicated.replica(described["leader"])),
+        "single": single.url("bench.git"),
+    }
+    pids: dict[str, Callable[[], list[int]]] = {
+        "replicated": lambda: [
+            replicated.process.pid,
+            *(int(r["pid"]) for r in replicated.read()["replicas"]),
+        ],
+        "single": lambda: [single.process.pid],
+    }
+    per_push = {}
+    for name, url in urls.items():
+        clone = _clone_base(env, root, work / f"cpu-{name}")
+
+        def push(index: int, clone: pathlib.Path = clone, url: str = url) -> None:
+            (clone / "cpu.txt").write_text(f"push {index}\n")
+            _git(env, "commit", "-q", "-a", "-m", f"cpu {index}", cwd=clone)
+            _git(env, "push", "-q", url, "HEAD:refs/heads/cpu", cwd=clone)
+
+        (clone / "cpu.txt").write_text("created\n")
+        _git(env, "add", "cpu.txt", cwd=clone)
+        push(-1)  # creates the branch, outside the measurement
+        per_push[name] = pushpath.cpu_per_push(pids[name], push, count)
+        print(f"   [cpu] {name}: {per_push[name] * 1000:.1f} ms of CPU per push", flush=True)
+    return per_push
 
 
 # -- rebuild ------------------------------------------------------------------------------------
@@ -419,6 +463,7 @@ def _wait(check: Callable[[], T | None], what: str) -> T:
 
 def _report(
     pushes: dict[str, list[float]],
+    cpu: dict[str, float],
     rebuilds: dict[str, list[float]],
     failovers: dict[str, list[float]],
     pack_bytes: int,
@@ -433,6 +478,7 @@ def _report(
     ratios = {
         "push_p50": p50["replicated"] / p50["single"],
         "push_p99": p99["replicated"] / p99["single"],
+        "push_cpu": cpu["replicated"] / cpu["single"],
         "rebuild": rebuild / mirror,
         "unavailable_median": statistics.median(unavailable) / UNAVAILABLE_TARGET_SECONDS,
         "unavailable_max": max(unavailable) / UNAVAILABLE_TARGET_SECONDS,
@@ -451,6 +497,11 @@ def _report(
         f"   push p99     3 replicas {p99['replicated'] * 1000:7.1f} ms  single "
         f"{p99['single'] * 1000:7.1f} ms  ratio {ratios['push_p99']:.2f}  "
         f"(target <= {PUSH_P99_TARGET}: {verdict(ratios['push_p99'], PUSH_P99_TARGET)})"
+    )
+    print(
+        f"   push CPU     3 replicas {cpu['replicated'] * 1000:7.1f} ms  single "
+        f"{cpu['single'] * 1000:7.1f} ms  ratio {ratios['push_cpu']:.2f}  "
+        f"(target <= {pushpath.CPU_TARGET:g}: {verdict(ratios['push_cpu'], pushpath.CPU_TARGET)})"
     )
     print(
         f"   push through a follower (forwarded): p50 {p50['forwarded'] * 1000:.1f} ms, "

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from gitquorum.protocol import pktline
+from gitquorum.replication import tracing
 from tests import waiting
 from tests.integration import helpers
 from tests.integration.helpers import Git
@@ -68,6 +69,26 @@ def test_replica_clone_from_any_replica_sees_acknowledged_pushes(
     clone = tmp_path / "clone"
     git.run("clone", "-q", replicas.url("r2"), str(clone))
     assert git.out("rev-parse", "HEAD", cwd=clone) == head
+
+
+def test_replica_leader_traces_every_acknowledged_push(
+    git: Git, replicas: Replicas, tmp_path: pathlib.Path
+) -> None:
+    work = _work(git, tmp_path)
+    for index in range(3):
+        git.commit(work, "file", f"{index}\n")
+        git.run("push", "-q", replicas.url(replicas.ids[index % 3]), "main", cwd=work)
+    traces = [tracing.parse(line) for line in replicas.log("r0").splitlines()]
+    found = [trace for trace in traces if trace is not None]
+    assert len(found) == 3, f"r0 (the leader) logged {len(found)} push traces for 3 pushes"
+    for trace in found:
+        assert set(tracing.STEPS) <= set(trace), trace
+        steps = sum(trace[step] for step in tracing.STEPS)
+        # Each field is rounded to 0.1 ms on its own.
+        assert abs(steps - trace["total"]) <= 0.1 * len(tracing.STEPS), trace
+        assert "record" in trace and any(name.startswith("prepare r") for name in trace), trace
+    for follower in ("r1", "r2"):
+        assert tracing.PREFIX not in replicas.log(follower), f"{follower} traced a push"
 
 
 def test_replica_push_without_quorum_is_refused_and_changes_nothing(

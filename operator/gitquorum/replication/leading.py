@@ -47,6 +47,7 @@ from gitquorum.replication import (
     membership,
     peerclient,
     store,
+    tracing,
     transactions,
 )
 
@@ -422,6 +423,7 @@ class Leadership:
         *,
         atomic: bool = False,
         screen: Screen | None = None,
+        trace: tracing.PushTrace | None = None,
     ) -> bool:
         """Decides one push handed over by its hook; True once it is acknowledged.
 
@@ -430,13 +432,17 @@ class Leadership:
         out of the transaction; git then refuses that ref alone (``ng``), as it does for any
         push that is not ``atomic``, and updates the others.
         """
+        trace = trace or tracing.PushTrace()
         request = await channel.request()
+        trace.step("receive-pack")
         # Rules on the push itself (protected refs) need no lock: they read only the push.
         refused = await screen(request) if screen is not None else None
+        trace.step("screen")
         if refused is not None:
             channel.reply(reason=refused)
             raise errors.PushRefused(refused)
         async with self.write_lock:
+            trace.step("lock")
             stale = self._stale(request.changes)
             reason = self._refusal(stale, request.changes, atomic=atomic)
             if reason is not None:
@@ -445,21 +451,25 @@ class Leadership:
             changes = [change for change in request.changes if change.ref not in stale]
             transaction = self._transaction(changes, request.quarantine)
             await self._store.stage_from_quarantine(transaction, request.quarantine)
-            if not await self._replicate(transaction, record=True):
+            trace.step("stage")
+            if not await self._replicate(transaction, record=True, trace=trace):
                 await self._abandon(transaction)
                 channel.reply(reason=self._no_quorum_reason())
                 return False
+            trace.step("quorum")
             # Decided: the followers may apply it while git moves objects and refs here.
             self.lease_generation = transaction.generation
             commits = self._send_commits(transaction)
             channel.reply()
             applied_by_git = await asyncio.shield(received)
+            trace.step("git-finish")
             # Recording the generation need not come first: a restart finds the prepared
             # transaction with its refs moved and records it then (store.open).
             await asyncio.gather(
                 self._store.apply(transaction, check_old=False, applied_by_git=applied_by_git),
                 self._await_commits(commits),
             )
+            trace.step("commit")
             self._acknowledged(transaction)
             return True
 
@@ -550,7 +560,11 @@ class Leadership:
         return None
 
     async def _replicate(
-        self, transaction: transactions.Transaction, *, record: bool = False
+        self,
+        transaction: transactions.Transaction,
+        *,
+        record: bool = False,
+        trace: tracing.PushTrace | None = None,
     ) -> bool:
         """Sends a prepared transaction to the followers; True once a majority holds it.
 
@@ -596,8 +610,12 @@ class Leadership:
                     if send is recording:
                         send.result()  # a failure to record here fails the push
                         holders.add(self.replica)
+                        if trace is not None:
+                            trace.answered("record")
                     elif await self._confirmed(send, sends[send]):
                         holders.add(sends[send])
+                        if trace is not None:
+                            trace.answered(f"prepare {sends[send]}")
         finally:
             for send in pending - {recording}:  # a slow follower still gets it, or catches up
                 self._spawn(_quietly(send))

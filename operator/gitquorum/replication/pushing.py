@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 from gitquorum import errors
 from gitquorum.protocol import reporting, smarthttp
-from gitquorum.replication import hooks, leading, protection, replica
+from gitquorum.replication import hooks, leading, protection, replica, tracing
 from gitquorum.server import bodies, clients, repositories, spawning, writepath
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,13 @@ class ReplicatedWritePath:
         channel = hooks.Channel.open(self._channels)
         received: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
         atomic = push.commands.has(b"atomic")
+        trace = tracing.PushTrace()
         decision = leadership.push(
-            channel, received, atomic=atomic, screen=self._screen(push.repository.path)
+            channel,
+            received,
+            atomic=atomic,
+            screen=self._screen(push.repository.path),
+            trace=trace,
         )
         deciding = asyncio.ensure_future(_decide(decision, channel))
         output, failure = b"", None
@@ -92,7 +97,8 @@ class ReplicatedWritePath:
                 output, failure = reporting.rejection(push.commands, _unconfirmed(error)), None
         finally:
             channel.close()
-        log.debug("push decided: %s", acknowledged)
+        if acknowledged:
+            log.info("repository %s: %s", push.repository.name, trace.line())
         yield _replay(output, failure)
 
     def _screen(self, repository: pathlib.Path) -> leading.Screen:
