@@ -12,13 +12,10 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from gitquorum import errors
 from gitquorum.kube import names
 
 log = logging.getLogger(__name__)
-
-
-class Conflict(Exception):
-    """The object changed since it was read (HTTP 409): read again and decide again."""
 
 
 def connect(kubeconfig: str | None = None) -> client.ApiClient:
@@ -195,7 +192,7 @@ class Api:
             )
         except ApiException as error:
             if error.status in (409, 404):
-                raise Conflict(f"{metadata['name']} changed: {error.reason}") from error
+                raise errors.StaleObject(f"{metadata['name']} changed: {error.reason}") from error
             raise
         return dict(result)
 

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from gitquorum import errors
 from gitquorum.kube import (
     api,
     bootstrapping,
@@ -86,7 +87,7 @@ class Reconciler(
         started = self.clock()
         try:
             return await self._pass(body, list(pods), list(claims), nodes)
-        except api.Conflict as conflict:
+        except errors.StaleObject as conflict:
             log.info("%s; the next pass reads it again", conflict)
             self.metrics.conflicts.inc(())
             return 0.2

@@ -131,22 +131,21 @@ class PeerApi:
             return await handler(request)
         except web.HTTPException:
             raise
-        except errors.Unauthorized as error:
-            return _error(401, str(error))
-        except errors.Conflict as error:
-            return _error(409, str(error))
+        except (KeyError, TypeError, ValueError) as e:
+            # A message that passed the decoder with a field of the wrong shape.
+            log.warning("refused %s %s: %s", request.method, request.path, e)
+            return _error(400, f"malformed message: {e}")
         except (
             errors.RequestError,
             errors.ProtocolError,
             errors.ReplicationError,
-            KeyError,
-            TypeError,
-            ValueError,
-        ) as e:
-            log.warning("refused %s %s: %s", request.method, request.path, e)
-            return _error(400, f"malformed message: {e}")
-        except errors.Unavailable as error:
-            return _error(503, str(error))
+            errors.Unavailable,
+        ) as error:
+            status = errors.answer(error).status
+            if status != 400:
+                return _error(status, str(error))
+            log.warning("refused %s %s: %s", request.method, request.path, error)
+            return _error(400, f"malformed message: {error}")
 
     # -- replication ----------------------------------------------------------------------------
 

@@ -56,19 +56,6 @@ NO_CACHE = {
 RETRY_AFTER_SECONDS = 5
 SERVER_NAME = "gitquorum"
 
-# Most specific first: the first class an error is an instance of decides.
-_STATUSES: tuple[tuple[type[errors.GitquorumError], int, str], ...] = (
-    (errors.Unauthorized, 401, "unauthorized"),
-    (errors.Forbidden, 403, "forbidden"),
-    (errors.RepositoryNotFound, 404, "not_found"),
-    (errors.Conflict, 409, "conflict"),
-    (errors.RequestTimeout, 408, "timeout"),
-    (errors.BodyTooLarge, 413, "too_large"),
-    (errors.UnsupportedMediaType, 415, "unsupported_media_type"),
-    (errors.BadRequest, 400, "bad_request"),
-    (errors.Unavailable, 503, "unavailable"),
-)
-
 
 @dataclasses.dataclass
 class Exchange:
@@ -454,24 +441,16 @@ async def _write(response: web.StreamResponse, chunk: bytes, *, exchange: Exchan
 
 
 def _outcome(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    if isinstance(error, errors.GitFailed):
-        return "git_error"
-    if isinstance(error, errors.ProtocolError):
-        return "protocol_error"
-    for kind, _, outcome in _STATUSES:
-        if isinstance(error, kind):
-            return outcome
-    return "internal_error"
+    return errors.answer(error).outcome
 
 
 def _error_response(error: BaseException, exchange: Exchange) -> web.Response:
     if isinstance(error, TimeoutError):
         exchange.outcome = "timeout"
         return _text(408, "request took too long")
-    status = next(code for kind, code, _ in _STATUSES if isinstance(error, kind))
-    exchange.outcome = _outcome(error)
+    answer = errors.answer(error)
+    status = answer.status
+    exchange.outcome = answer.outcome
     response = _text(status, str(error))
     if status == 401:
         response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'

@@ -535,21 +535,13 @@ async def _start_of(body: AsyncIterator[bytes]) -> bytes:
 
 
 def _outcome(error: BaseException) -> str:
-    if isinstance(error, TimeoutError | errors.RequestTimeout):
-        return "timeout"
-    if isinstance(error, Refused | errors.Forbidden | errors.Unauthorized):
+    """As on the git port (``errors.answer``); a key without the right is forbidden there
+    too, and a session that broke off is the client's doing."""
+    if isinstance(error, Refused | errors.Unauthorized):
         return "forbidden"
-    if isinstance(error, errors.RepositoryNotFound):
-        return "not_found"
-    if isinstance(error, errors.GitFailed):
-        return "git_error"
-    if isinstance(error, errors.ProtocolError | errors.RequestError):
-        return "bad_request"
-    if isinstance(error, errors.Unavailable):
-        return "unavailable"
     if isinstance(error, ConnectionError | asyncssh.Error):
         return "client_gone"
-    return "internal_error"
+    return errors.answer(error).outcome
 
 
 def _message(error: BaseException) -> str:
