@@ -16,7 +16,7 @@ per round attempted (an invariant broken, or the cluster stuck: no leader, no pr
 import argparse
 import time
 
-from tests.faults import harness
+from tests.faults import checking, scenarios
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         ("acknowledged", "observations", "lost", "regressions", "stale_reads", "conflicts"), 0
     )
     rounds = failed = 0
-    for name, fault in harness.SCENARIOS.items():
+    for name, fault in scenarios.SCENARIOS.items():
         print(f"   {name}: {args.fault_rounds} rounds", flush=True)
         started = time.monotonic()
         checked, stuck = _scenario(fault, args.fault_rounds)
-        verdict = checked[-1] if checked else harness.Verdict()
+        verdict = checked[-1] if checked else checking.Verdict()
         rounds += len(checked) + stuck
         failed += stuck or not verdict.ok
         totals["acknowledged"] += verdict.acknowledged
@@ -64,12 +64,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-def _scenario(fault: harness.Fault, rounds: int) -> tuple[list[harness.Verdict], bool]:
+def _scenario(fault: scenarios.Fault, rounds: int) -> tuple[list[checking.Verdict], bool]:
     """The verdict after each round checked, and whether the cluster got stuck."""
     started = time.monotonic()
-    checked: list[harness.Verdict] = []
+    checked: list[checking.Verdict] = []
 
-    def progress(index: int, verdict: harness.Verdict) -> None:
+    def progress(index: int, verdict: checking.Verdict) -> None:
         checked.append(verdict)
         print(
             f"     round {index + 1}/{rounds} ({time.monotonic() - started:.0f}s): "
@@ -78,7 +78,7 @@ def _scenario(fault: harness.Fault, rounds: int) -> tuple[list[harness.Verdict],
         )
 
     try:
-        harness.run_scenario(fault, rounds=rounds, strict=False, progress=progress)
+        scenarios.run_scenario(fault, rounds=rounds, strict=False, progress=progress)
     except AssertionError as error:  # no leader, no progress, a client failed: not checked
         print(f"     stuck in round {len(checked) + 1}: {error}", flush=True)
         return checked, True

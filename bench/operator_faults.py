@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench import kube, operator
 from gitquorum_testbed import install
-from tests.faults import harness, operated
+from tests.faults import checking, operated
 
 NAME = "faults"
 
@@ -103,7 +103,7 @@ def _scenario(bed: object, api: kube.Kube, name: str, rounds: int) -> Row:
             operator_selector="app.kubernetes.io/name=gitquorum-operator",
         )
 
-        def progress(index: int, verdict: harness.Verdict, seconds: float) -> None:
+        def progress(index: int, verdict: checking.Verdict, seconds: float) -> None:
             row.rounds = index + 1
             row.acknowledged = verdict.acknowledged
             row.lost = verdict.lost_pushes

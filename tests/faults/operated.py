@@ -2,7 +2,7 @@
 checker, while a nemesis stops and starts nodes, partitions them, kills the operator, deletes
 replica pods and restarts the API server.
 
-:class:`OperatedCluster` is what the harness needs of a cluster (``harness.LocalCluster`` has
+:class:`OperatedCluster` is what the harness needs of a cluster (``localcluster.LocalCluster`` has
 the same methods), for one GitRepository: clients reach it only through its Service, as
 users do; the replicas' own admin status (through the repository's admin token, at the pods'
 addresses) and the GitRepository's status say when it has converged; the refs on each
@@ -28,7 +28,7 @@ from kubernetes import client
 
 from gitquorum_testbed import cluster as testbed_cluster
 from tests import waiting
-from tests.faults import harness
+from tests.faults import checking, clients, localcluster, scenarios
 
 GROUP, VERSION, PLURAL = "gitquorum.io", "v1alpha1", "gitrepositories"
 CONVERGE_SECONDS = 90.0
@@ -106,7 +106,7 @@ class OperatedCluster:
             f"http://{ip}:{PEER_PORT}/admin/status",
             headers={"Authorization": f"Bearer {self.admin_token}"},
         )
-        with urllib.request.urlopen(request, timeout=harness.STATUS_TIMEOUT) as answer:
+        with urllib.request.urlopen(request, timeout=localcluster.STATUS_TIMEOUT) as answer:
             found: dict[str, Any] = json.loads(answer.read())
             return found
 
@@ -225,10 +225,10 @@ class OperatedCluster:
         ).items
 
 
-Nemesis = Callable[[OperatedCluster, harness.Workload], None]
+Nemesis = Callable[[OperatedCluster, clients.Workload], None]
 
 
-def _during(workload: harness.Workload, what: str, seconds: float) -> None:
+def _during(workload: clients.Workload, what: str, seconds: float) -> None:
     """Clients keep going for ``seconds`` (a fault's duration); fails on a client error."""
     deadline = time.monotonic() + seconds
     waiting.until(
@@ -241,16 +241,16 @@ def _during(workload: harness.Workload, what: str, seconds: float) -> None:
         raise AssertionError(f"a client failed {what}: {workload.records.errors[-3:]}")
 
 
-def _recovered(cluster: OperatedCluster, workload: harness.Workload, what: str) -> None:
+def _recovered(cluster: OperatedCluster, workload: clients.Workload, what: str) -> None:
     since = time.monotonic()
     workload.wait_for_pushes(
-        harness.PUSHES_PER_PHASE, since=since, what=f"after {what}", timeout=CONVERGE_SECONDS
+        scenarios.PUSHES_PER_PHASE, since=since, what=f"after {what}", timeout=CONVERGE_SECONDS
     )
     cluster.wait_converged()
     workload.records.event(f"converged after {what} in {time.monotonic() - since:.1f}s")
 
 
-def _pick(workload: harness.Workload, cluster: OperatedCluster, *, leader: bool) -> str:
+def _pick(workload: clients.Workload, cluster: OperatedCluster, *, leader: bool) -> str:
     if leader:
         return cluster.leader()[0]
     return workload.rng.choice(cluster.followers())
@@ -262,7 +262,7 @@ def _node_fault(*, leader: bool, stopped: bool) -> Nemesis:
         ("stop", "started", "off") if stopped else ("partition", "healed", "cut off")
     )
 
-    def fault(cluster: OperatedCluster, workload: harness.Workload) -> None:
+    def fault(cluster: OperatedCluster, workload: clients.Workload) -> None:
         victim = _pick(workload, cluster, leader=leader)
         node = cluster.node_of(victim)
         workload.records.event(f"{verb} {node} (replica {victim}, leader={leader})")
@@ -287,7 +287,7 @@ def node_partition(*, leader: bool) -> Nemesis:
     return _node_fault(leader=leader, stopped=False)
 
 
-def operator_killed(cluster: OperatedCluster, workload: harness.Workload) -> None:
+def operator_killed(cluster: OperatedCluster, workload: clients.Workload) -> None:
     for pod in cluster.operator_pods():
         workload.records.event(f"kill operator pod {pod.metadata.name}")
         cluster.core.delete_namespaced_pod(
@@ -297,14 +297,14 @@ def operator_killed(cluster: OperatedCluster, workload: harness.Workload) -> Non
     _recovered(cluster, workload, "the operator was killed")
 
 
-def replica_pod_deleted(cluster: OperatedCluster, workload: harness.Workload) -> None:
+def replica_pod_deleted(cluster: OperatedCluster, workload: clients.Workload) -> None:
     victim = workload.rng.choice(cluster.ids())
     workload.records.event(f"delete pod {victim}")
     cluster.core.delete_namespaced_pod(victim, cluster.namespace)
     _recovered(cluster, workload, f"{victim}'s pod was deleted")
 
 
-def apiserver_restarted(cluster: OperatedCluster, workload: harness.Workload) -> None:
+def apiserver_restarted(cluster: OperatedCluster, workload: clients.Workload) -> None:
     workload.records.event("restart kube-apiserver")
     cluster.testbed.apiserver_restart()
     workload.records.event("kube-apiserver back")
@@ -312,7 +312,7 @@ def apiserver_restarted(cluster: OperatedCluster, workload: harness.Workload) ->
 
 
 def operator_killed_and_follower_node_stopped(
-    cluster: OperatedCluster, workload: harness.Workload
+    cluster: OperatedCluster, workload: clients.Workload
 ) -> None:
     victim = _pick(workload, cluster, leader=False)
     node = cluster.node_of(victim)
@@ -348,20 +348,20 @@ def run_scenario(
     *,
     rounds: int,
     seed: int | None = None,
-    progress: Callable[[int, harness.Verdict, float], None] | None = None,
-) -> harness.Verdict:
+    progress: Callable[[int, checking.Verdict, float], None] | None = None,
+) -> checking.Verdict:
     """``rounds`` rounds of ``fault`` under two clients on ``main`` and two on their own
     branches, all through the Service, checked after each; stops at the first broken one."""
     seed = random.randrange(2**32) if seed is None else seed
-    workload = harness.Workload(cluster, shared=2, own=2, seed=seed)  # type: ignore[arg-type]
+    workload = clients.Workload(cluster, shared=2, own=2, seed=seed)  # type: ignore[arg-type]
     workload.records.event(f"workload seed {seed} ({fault.__name__}, {rounds} rounds)")
-    checker = harness.Checker(cluster, workload)  # type: ignore[arg-type]
-    verdict = harness.Verdict()
+    checker = checking.Checker(cluster, workload)  # type: ignore[arg-type]
+    verdict = checking.Verdict()
     try:
         for index in range(rounds):
             with workload.running():
                 workload.wait_for_pushes(
-                    harness.PUSHES_PER_PHASE,
+                    scenarios.PUSHES_PER_PHASE,
                     since=time.monotonic(),
                     what=f"before round {index + 1}",
                     timeout=CONVERGE_SECONDS,

@@ -14,14 +14,16 @@ from typing import Any
 
 import pytest
 
-from tests.faults import harness
+from tests.faults import gitcli, localcluster
 
 pytestmark = pytest.mark.integration
 
 PUSH_TIMEOUT = 30.0
 
 
-def _send(cluster: harness.LocalCluster, replica: str, path: str, message: dict[str, Any]) -> Any:
+def _send(
+    cluster: localcluster.LocalCluster, replica: str, path: str, message: dict[str, Any]
+) -> Any:
     """A replication message, as a peer would send it (with the shared token)."""
     token = pathlib.Path(cluster.cluster()["token_file"]).read_text().strip()
     request = urllib.request.Request(
@@ -30,11 +32,13 @@ def _send(cluster: harness.LocalCluster, replica: str, path: str, message: dict[
         method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=harness.STATUS_TIMEOUT) as answer:
+    with urllib.request.urlopen(request, timeout=localcluster.STATUS_TIMEOUT) as answer:
         return json.load(answer)
 
 
-def _push(git: harness.Git, cluster: harness.LocalCluster, work: pathlib.Path, name: str) -> None:
+def _push(
+    git: gitcli.Git, cluster: localcluster.LocalCluster, work: pathlib.Path, name: str
+) -> None:
     git.out("commit", "-q", "--allow-empty", "-m", name, cwd=work)
     leader, _ = cluster.leader()
     git.out(
@@ -67,10 +71,10 @@ def _push(git: harness.Git, cluster: harness.LocalCluster, work: pathlib.Path, n
 def test_local_elects_again_when_the_leader_reports_a_newer_term(
     tmp_path: pathlib.Path, path: str, message: dict[str, Any]
 ) -> None:
-    git = harness.Git(tmp_path / "home")
+    git = gitcli.Git(tmp_path / "home")
     work = tmp_path / "work"
     git.out("init", "-q", str(work))
-    with harness.LocalCluster() as cluster:
+    with localcluster.LocalCluster() as cluster:
         _push(git, cluster, work, "before")
         leader, term = cluster.leader()
         if message.get("leader") == leader:

@@ -1,5 +1,5 @@
 """Replication under faults: pushes and reads by concurrent clients while replicas are killed
-or cut off, then the invariants checked (see ``harness``).
+or cut off, then the invariants checked (see ``checking``).
 
 Each test runs a few rounds of one fault on one ``gitquorum local`` cluster of three replicas,
 with two clients pushing to ``main`` and two to branches of their own; the checker runs after
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.faults import harness
+from tests.faults import checking, clients, localcluster, scenarios
 
 pytestmark = pytest.mark.integration
 
@@ -20,28 +20,28 @@ ROUNDS = 2
 
 
 def test_invariants_hold_with_follower_killed() -> None:
-    verdict = harness.run_scenario(harness.kill_follower, rounds=ROUNDS)
+    verdict = scenarios.run_scenario(scenarios.kill_follower, rounds=ROUNDS)
     assert verdict.acknowledged > 0
 
 
 def test_invariants_hold_with_leader_killed() -> None:
-    verdict = harness.run_scenario(harness.kill_leader, rounds=ROUNDS)
+    verdict = scenarios.run_scenario(scenarios.kill_leader, rounds=ROUNDS)
     assert verdict.acknowledged > 0
 
 
 def test_invariants_hold_with_follower_cut_off() -> None:
-    verdict = harness.run_scenario(harness.cut_follower, rounds=ROUNDS)
+    verdict = scenarios.run_scenario(scenarios.cut_follower, rounds=ROUNDS)
     assert verdict.acknowledged > 0
 
 
 def test_invariants_hold_with_leader_cut_off() -> None:
-    verdict = harness.run_scenario(harness.cut_leader, rounds=ROUNDS)
+    verdict = scenarios.run_scenario(scenarios.cut_leader, rounds=ROUNDS)
     assert verdict.acknowledged > 0
 
 
 def test_checker_reports_each_broken_invariant() -> None:
-    with harness.LocalCluster() as cluster:
-        workload = harness.Workload(cluster, shared=1, own=1)
+    with localcluster.LocalCluster() as cluster:
+        workload = clients.Workload(cluster, shared=1, own=1)
         records = workload.records
         seed = records.acknowledgements[0]
         work = workload.clients[0].work
@@ -52,13 +52,13 @@ def test_checker_reports_each_broken_invariant() -> None:
         lost, other = never_pushed
         now = time.monotonic()
         records.acknowledged(
-            harness.Acknowledgement("c0", "main", seed.new, lost, "r0", now, now + 0.1)
+            clients.Acknowledgement("c0", "main", seed.new, lost, "r0", now, now + 0.1)
         )
         records.acknowledged(
-            harness.Acknowledgement("c1", "main", seed.new, other, "r1", now, now + 0.2)
+            clients.Acknowledgement("c1", "main", seed.new, other, "r1", now, now + 0.2)
         )
-        records.observed(harness.Observation("c0", "r1", now + 0.3, now + 0.4, {"main": lost}))
-        records.observed(harness.Observation("c0", "r2", now + 0.5, now + 0.6, {"main": seed.new}))
+        records.observed(clients.Observation("c0", "r1", now + 0.3, now + 0.4, {"main": lost}))
+        records.observed(clients.Observation("c0", "r2", now + 0.5, now + 0.6, {"main": seed.new}))
         # A ref only one replica has, behind its back: refs and checksums differ.
         replica = cluster.followers()[0]
         workload.git.out(
@@ -69,7 +69,7 @@ def test_checker_reports_each_broken_invariant() -> None:
             seed.new,
         )
 
-        verdict = harness.Checker(cluster, workload).check(timeout=5)
+        verdict = checking.Checker(cluster, workload).check(timeout=5)
 
         described = verdict.describe()
         assert not verdict.ok

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests import waiting
-from tests.faults import harness
+from tests.faults import checking, clients, localcluster
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +31,14 @@ RUNS = 3
 """Maintenance runs every replica must have done while the clients pushed."""
 
 
-def _upkeep(cluster: harness.LocalCluster, replica: str) -> dict[str, Any]:
+def _upkeep(cluster: localcluster.LocalCluster, replica: str) -> dict[str, Any]:
     upkeep: dict[str, Any] = cluster.status(replica).get("upkeep") or {}
     return upkeep
 
 
 def test_maintenance_and_scrubs_during_concurrent_pushes_lose_nothing() -> None:
-    with harness.LocalCluster(replica_arguments=ARGUMENTS) as cluster:
-        workload = harness.Workload(cluster, shared=2, own=2)
+    with localcluster.LocalCluster(replica_arguments=ARGUMENTS) as cluster:
+        workload = clients.Workload(cluster, shared=2, own=2)
         started = time.time()
         with workload.running():
             workload.wait_for_pushes(
@@ -57,10 +57,10 @@ def test_maintenance_and_scrubs_during_concurrent_pushes_lose_nothing() -> None:
             waiting.until(
                 f"{RUNS} maintenance runs on every replica while clients push",
                 maintained,
-                timeout=harness.STATE_TIMEOUT,
+                timeout=localcluster.STATE_TIMEOUT,
                 seen=lambda: runs,
             )
-        verdict = harness.Checker(cluster, workload).check()
+        verdict = checking.Checker(cluster, workload).check()
         verdict.assert_ok()
         assert verdict.acknowledged >= PUSHES
         for replica in cluster.ids():
