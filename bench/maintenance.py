@@ -36,7 +36,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import cluster, git_server, repository, runlog, servers
+from bench import git_server, repository, runlog, servers
+from tests.faults import localcluster
 
 PUSHES = 5000
 PROGRESS_EVERY = 500
@@ -97,7 +98,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             f"repository: {generated.objects} objects, {generated.pack_bytes / MIB:.1f} MiB packed"
         )
         try:
-            with cluster.local(work / "cluster", env) as replicated:
+            with localcluster.LocalCluster(
+                directory=work / "cluster",
+                links=False,
+                env=env,
+                startup_timeout=HEALTHY_SECONDS,
+            ) as replicated:
                 leader_url = _load(log, replicated, generated.path, env)
                 client = work / "client"
                 _git(
@@ -115,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                     _await_idle(log, replicated, watcher)
                 runs = watcher.runs()
                 repositories = {
-                    replica["id"]: _repository(replica) for replica in replicated.read()["replicas"]
+                    replica: replicated.repository(replica) for replica in replicated.ids()
                 }
             packs = _count_packs(log, repositories)
             busiest = max(packs, key=lambda replica_id: (packs[replica_id], replica_id))
@@ -129,14 +135,17 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _load(
-    log: runlog.Log, replicated: cluster.Cluster, source: pathlib.Path, env: dict[str, str]
+    log: runlog.Log,
+    replicated: localcluster.LocalCluster,
+    source: pathlib.Path,
+    env: dict[str, str],
 ) -> str:
     """Pushes every branch and tag of the generated repository; the leader's push URL."""
-    described = replicated.wait_healthy(HEALTHY_SECONDS)
-    url = replicated.url(replicated.replica(described["leader"]))
+    described = replicated.wait_healthy(timeout=HEALTHY_SECONDS, exact=True)
+    url = replicated.url(described["leader"])
     started = time.monotonic()
     _git(env, "push", "-q", url, "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*", cwd=source)
-    replicated.wait_healthy(HEALTHY_SECONDS)
+    replicated.wait_healthy(timeout=HEALTHY_SECONDS, exact=True)
     log.step(
         f"loaded the cluster (leader {described['leader']}): all replicas in sync after "
         f"{time.monotonic() - started:.1f} s"
@@ -165,10 +174,10 @@ class Run:
 class Watcher:
     """Polls every replica's status in a thread: the maintenance runs, what is running now."""
 
-    def __init__(self, log: runlog.Log, replicated: cluster.Cluster) -> None:
+    def __init__(self, log: runlog.Log, replicated: localcluster.LocalCluster) -> None:
         self.log = log
         self.replicated = replicated
-        self.replicas = list(replicated.read()["replicas"])
+        self.replicas = replicated.ids()
         self.status: dict[str, dict[str, Any]] = {}
         self.samples = 0
         self.running_samples = 0
@@ -206,33 +215,31 @@ class Watcher:
 
     def _poll(self) -> None:
         for replica in self.replicas:
-            status = self.replicated.status(replica)
+            status = self.replicated.status_or_none(replica)
             upkeep = None if status is None else status.get("upkeep")
             if upkeep is None:
                 continue
             with self._lock:
-                self.status[replica["id"]] = upkeep
+                self.status[replica] = upkeep
                 self.samples += 1
                 self.running_samples += upkeep.get("running") == "maintenance"
                 last = upkeep.get("lastMaintenance")
-                if last is not None and (replica["id"], last["at"]) not in self._runs:
-                    run = Run(
-                        replica["id"], last["at"], last["seconds"], last["outcome"], last["detail"]
-                    )
-                    self._runs[(replica["id"], last["at"])] = run
+                if last is not None and (replica, last["at"]) not in self._runs:
+                    run = Run(replica, last["at"], last["seconds"], last["outcome"], last["detail"])
+                    self._runs[(replica, last["at"])] = run
                     self.log.write(
                         f"maintenance on {run.replica} {run.outcome} in {run.seconds:.3f} s, "
                         f"ended {run.ended:.3f}: {run.detail}"
                     )
                 scrub = upkeep.get("lastScrub")
-                if scrub is not None and (replica["id"], scrub["at"]) not in self.scrubs:
-                    self.scrubs.add((replica["id"], scrub["at"]))
-                    self.log.write(f"scrub on {replica['id']}: {scrub}")
+                if scrub is not None and (replica, scrub["at"]) not in self.scrubs:
+                    self.scrubs.add((replica, scrub["at"]))
+                    self.log.write(f"scrub on {replica}: {scrub}")
 
     def packs(self) -> str:
         """The packs in each replica's repository now (the status's figures lag up to 5 s)."""
         return " ".join(
-            f"{replica['id']} {_packs(_repository(replica))}" for replica in self.replicas
+            f"{replica} {_packs(self.replicated.repository(replica))}" for replica in self.replicas
         )
 
     def idle(self) -> str | None:
@@ -309,7 +316,7 @@ def _pushes(
     return [Push(began, seconds, watcher.overlaps(began, ended)) for began, ended, seconds in spans]
 
 
-def _await_idle(log: runlog.Log, replicated: cluster.Cluster, watcher: Watcher) -> None:
+def _await_idle(log: runlog.Log, replicated: localcluster.LocalCluster, watcher: Watcher) -> None:
     """Waits until every replica reports nothing running and nothing due for a while."""
     started = time.monotonic()
     deadline = started + IDLE_SECONDS
@@ -321,7 +328,7 @@ def _await_idle(log: runlog.Log, replicated: cluster.Cluster, watcher: Watcher) 
         if problem is None:
             quiet_since = now if quiet_since is None else quiet_since
             if now - quiet_since >= IDLE_QUIET_SECONDS:
-                replicated.wait_healthy(HEALTHY_SECONDS)
+                replicated.wait_healthy(timeout=HEALTHY_SECONDS, exact=True)
                 log.step(f"upkeep idle on every replica after {now - started:.1f} s")
                 return
         else:
@@ -337,12 +344,6 @@ def _count_packs(log: runlog.Log, repositories: dict[str, pathlib.Path]) -> dict
         + ", ".join(f"{replica_id} {count}" for replica_id, count in sorted(packs.items()))
     )
     return packs
-
-
-def _repository(replica: dict[str, Any]) -> pathlib.Path:
-    data = pathlib.Path(replica["log"]).parent
-    (git_dir,) = (data / "repositories").glob("*.git")
-    return git_dir
 
 
 # -- reads --------------------------------------------------------------------------------------

@@ -25,10 +25,8 @@ to ``bench/results/replication-logs`` at the end, to see where the time went.
 """
 
 import argparse
-import os
 import pathlib
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -37,7 +35,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bench import cluster, git_server, pushpath, repository, servers
+from bench import git_server, pushpath, repository, servers
+from tests.faults import localcluster
 
 TARGETS = ("replicated", "single", "forwarded")
 """Push targets: the cluster's leader, ``gitquorum serve`` alone, a follower of the cluster."""
@@ -98,14 +97,19 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         _git(env, "clone", "-q", "--bare", "--local", str(generated.path), str(root / "bench.git"))
         try:
             with (
-                cluster.local(work / "cluster", env) as replicated,
+                localcluster.LocalCluster(
+                    directory=work / "cluster",
+                    links=False,
+                    env=env,
+                    startup_timeout=HEALTHY_SECONDS,
+                ) as replicated,
                 servers.gitquorum(root, work, env) as single,
             ):
                 _load(replicated, generated.path, env)
                 pushes = _pushes(replicated, single, env, work, root, args.replication_pushes)
                 cpu = _cpu(replicated, single, env, work, root, args.replication_pushes)
                 pushpath.report_traces(
-                    pushpath.traces(sorted((work / "cluster").glob("replicas/*/replica.log")))
+                    pushpath.traces([log for _, log in replicated.replica_logs()])
                 )
                 rebuilds = _rebuilds(replicated, env, work, args.replication_rebuilds)
                 failovers = _failovers(replicated, env, work, root, args.replication_failovers)
@@ -119,22 +123,21 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 # -- loading ------------------------------------------------------------------------------------
 
 
-def _load(replicated: cluster.Cluster, source: pathlib.Path, env: dict[str, str]) -> None:
+def _load(replicated: localcluster.LocalCluster, source: pathlib.Path, env: dict[str, str]) -> None:
     """Pushes every branch and tag of the generated repository to the cluster's leader."""
-    described = replicated.wait_healthy(HEALTHY_SECONDS)
-    leader = replicated.replica(described["leader"])
+    described = replicated.wait_healthy(timeout=HEALTHY_SECONDS, exact=True)
     started = time.monotonic()
     _git(
         env,
         "push",
         "-q",
-        replicated.url(leader),
+        replicated.url(described["leader"]),
         "refs/heads/*:refs/heads/*",
         "refs/tags/*:refs/tags/*",
         cwd=source,
     )
     pushed = time.monotonic() - started
-    replicated.wait_healthy(HEALTHY_SECONDS)
+    replicated.wait_healthy(timeout=HEALTHY_SECONDS, exact=True)
     print(
         f"   loaded the cluster: push {pushed:.1f} s, all replicas in sync after "
         f"{time.monotonic() - started:.1f} s",
@@ -146,18 +149,17 @@ def _load(replicated: cluster.Cluster, source: pathlib.Path, env: dict[str, str]
 
 
 def _pushes(
-    replicated: cluster.Cluster,
+    replicated: localcluster.LocalCluster,
     single: servers.Served,
     env: dict[str, str],
     work: pathlib.Path,
     root: pathlib.Path,
     count: int,
 ) -> dict[str, list[float]]:
-    described = replicated.wait_healthy(HEALTHY_SECONDS)
-    leader = replicated.replica(described["leader"])
-    follower = next(r for r in described["replicas"] if r["id"] != described["leader"])
+    described = replicated.wait_healthy(timeout=HEALTHY_SECONDS, exact=True)
+    follower = next(r["id"] for r in described["replicas"] if r["id"] != described["leader"])
     urls = {
-        "replicated": replicated.url(leader),
+        "replicated": replicated.url(described["leader"]),
         "single": single.url("bench.git"),
         "forwarded": replicated.url(follower),
     }
@@ -195,7 +197,7 @@ def _pushes(
 
 
 def _cpu(
-    replicated: cluster.Cluster,
+    replicated: localcluster.LocalCluster,
     single: servers.Served,
     env: dict[str, str],
     work: pathlib.Path,
@@ -203,16 +205,13 @@ def _cpu(
     count: int,
 ) -> dict[str, float]:
     """CPU seconds per acknowledged push: pushes to the cluster's leader, then to the server."""
-    described = replicated.wait_healthy(HEALTHY_SECONDS)
+    described = replicated.wait_healthy(timeout=HEALTHY_SECONDS, exact=True)
     urls = {
-        "replicated": replicated.url(replicated.replica(described["leader"])),
+        "replicated": replicated.url(described["leader"]),
         "single": single.url("bench.git"),
     }
     pids: dict[str, Callable[[], list[int]]] = {
-        "replicated": lambda: [
-            replicated.process.pid,
-            *(int(r["pid"]) for r in replicated.read()["replicas"]),
-        ],
+        "replicated": replicated.pids,
         "single": lambda: [single.process.pid],
     }
     per_push = {}
@@ -236,7 +235,7 @@ def _cpu(
 
 
 def _rebuilds(
-    replicated: cluster.Cluster, env: dict[str, str], work: pathlib.Path, rounds: int
+    replicated: localcluster.LocalCluster, env: dict[str, str], work: pathlib.Path, rounds: int
 ) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"rebuild": [], "mirror": []}
     measures: dict[str, Callable[[int], float]] = {
@@ -261,34 +260,31 @@ def _rebuilds(
     return times
 
 
-def _rebuild(replicated: cluster.Cluster, index: int) -> float:
+def _rebuild(replicated: localcluster.LocalCluster, index: int) -> float:
     """Kills a follower, wipes its data; seconds from its restart until it holds the leader's."""
-    described = replicated.wait_healthy(HEALTHY_SECONDS)
-    leader = replicated.replica(described["leader"])
-    expected = replicated.status(leader)
-    if expected is None:
-        raise RuntimeError(f"leader {leader['id']} does not answer its status")
-    followers = [r for r in described["replicas"] if r["id"] != described["leader"]]
+    described = replicated.wait_healthy(timeout=HEALTHY_SECONDS, exact=True)
+    expected = replicated.status(described["leader"])
+    followers = [r["id"] for r in described["replicas"] if r["id"] != described["leader"]]
     follower = followers[index % len(followers)]
-    data = pathlib.Path(follower["log"]).parent
+    data = replicated.data(follower)
     wiped = data.with_name(f"{data.name}.wiped")
-    os.kill(follower["pid"], signal.SIGKILL)
+    replicated.kill(follower)
     # Renamed away at once, before the controller restarts it (0.5 s), deleted afterwards.
     data.rename(wiped)
     deadline = time.monotonic() + HEALTHY_SECONDS
     while not data.exists():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the controller did not restart {follower['id']}")
+            raise RuntimeError(f"the controller did not restart {follower}")
         time.sleep(0.002)
     restarted = time.monotonic()
     timeline = _await_copy(replicated, follower, expected, restarted)
     elapsed = time.monotonic() - restarted
     kept = data.parent.parent / "wiped-logs"
     kept.mkdir(exist_ok=True)
-    shutil.copy(wiped / "replica.log", kept / f"{follower['id']}-before-wipe-{index}.log")
+    shutil.copy(wiped / "replica.log", kept / f"{follower}-before-wipe-{index}.log")
     shutil.rmtree(wiped)
     print(
-        f"     {follower['id']} rebuilt: "
+        f"     {follower} rebuilt: "
         + ", ".join(f"{what} +{seconds:.2f}" for what, seconds in timeline),
         flush=True,
     )
@@ -296,8 +292,8 @@ def _rebuild(replicated: cluster.Cluster, index: int) -> float:
 
 
 def _await_copy(
-    replicated: cluster.Cluster,
-    replica: dict[str, Any],
+    replicated: localcluster.LocalCluster,
+    replica: str,
     expected: dict[str, Any],
     restarted: float,
 ) -> list[tuple[str, float]]:
@@ -306,7 +302,7 @@ def _await_copy(
     seen = "no answer"
     deadline = restarted + REBUILD_SECONDS
     while time.monotonic() < deadline:
-        status = replicated.status(replica)
+        status = replicated.status_or_none(replica)
         now = time.monotonic() - restarted
         if status is None:
             time.sleep(STATUS_POLL_SECONDS)
@@ -323,16 +319,16 @@ def _await_copy(
             return timeline
         time.sleep(STATUS_POLL_SECONDS)
     raise RuntimeError(
-        f"{replica['id']} did not reach generation {expected['generation']} InSync "
+        f"{replica} did not reach generation {expected['generation']} InSync "
         f"in {REBUILD_SECONDS:.0f} s; last seen {seen}"
     )
 
 
 def _mirror(
-    replicated: cluster.Cluster, env: dict[str, str], work: pathlib.Path, index: int
+    replicated: localcluster.LocalCluster, env: dict[str, str], work: pathlib.Path, index: int
 ) -> float:
-    described = replicated.wait_healthy(HEALTHY_SECONDS)
-    url = replicated.url(replicated.replica(described["leader"]))
+    described = replicated.wait_healthy(timeout=HEALTHY_SECONDS, exact=True)
+    url = replicated.url(described["leader"])
     target = work / f"mirror-{index}"
     started = time.monotonic()
     _git(env, "clone", "-q", "--mirror", url, str(target))
@@ -394,14 +390,14 @@ class Pusher:
 
 
 def _failovers(
-    replicated: cluster.Cluster,
+    replicated: localcluster.LocalCluster,
     env: dict[str, str],
     work: pathlib.Path,
     root: pathlib.Path,
     rounds: int,
 ) -> dict[str, list[float]]:
-    described = replicated.wait_healthy(HEALTHY_SECONDS, exact=False)
-    urls = [replicated.url(replica) for replica in described["replicas"]]
+    replicated.wait_healthy(timeout=HEALTHY_SECONDS)
+    urls = list(replicated.urls().values())
     pusher = Pusher(_clone_base(env, root, work / "failover"), urls, env)
     times: dict[str, list[float]] = {"unavailable": [], "elected": []}
     pusher.thread.start()
@@ -421,20 +417,19 @@ def _failovers(
     return times
 
 
-def _failover(replicated: cluster.Cluster, pusher: Pusher) -> tuple[float, float]:
+def _failover(replicated: localcluster.LocalCluster, pusher: Pusher) -> tuple[float, float]:
     """Kills the leader under the push load: (seconds without a push, seconds to a new leader)."""
     # Under the push load the replicas' generations, read a moment apart, rarely agree:
     # healthy here is every replica running and in sync by its own account.
-    described = replicated.wait_healthy(HEALTHY_SECONDS, exact=False)
+    described = replicated.wait_healthy(timeout=HEALTHY_SECONDS)
     healthy = time.monotonic()
     _wait(lambda: pusher.first_success(healthy), "a push before the kill")
     term, leader = described["term"], described["leader"]
-    pid = replicated.replica(leader)["pid"]
-    os.kill(pid, signal.SIGKILL)
+    replicated.kill(leader)
     killed = time.monotonic()
 
     def new_leader() -> tuple[float, str] | None:
-        now = replicated.read()
+        now = replicated.cluster()
         if now["term"] > term and now["leader"] != leader:
             return time.monotonic() - killed, f"{now['leader']} in term {now['term']}"
         return None

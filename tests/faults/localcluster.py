@@ -1,13 +1,16 @@
-"""``gitquorum local --links`` under a test's control, for the fault tests and benchmarks.
+"""``gitquorum local`` under the control of a fault test or a benchmark.
 
-:class:`LocalCluster` runs it as a child process (three replicas on loopback behind relays,
-and the controller that restarts and elects) and offers what a fault needs: the replicas'
-URLs and admin status, ``kill`` (SIGKILL), ``cut`` and ``heal`` (a partition through the
-relays), and waits for states of the cluster that poll with a deadline.
+:class:`LocalCluster` runs it as a child process (three replicas on loopback and the
+controller that restarts and elects) and offers the replicas' URLs and admin status, their
+processes and data, and waits for states of the cluster that poll with a deadline. With
+``links`` (the default) every connection goes through a relay, so that ``cut`` and ``heal``
+can partition a replica; ``kill`` (SIGKILL) needs no relay. The benchmarks run without
+links: traffic goes direct, so that a relay's copy is not part of what they measure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -18,7 +21,7 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tests import waiting
@@ -29,14 +32,23 @@ STATE_TIMEOUT = 30.0
 """Seconds for the cluster to reach a state after a fault (a new leader, a replica back)."""
 STATUS_TIMEOUT = 2.0
 """Seconds for a replica's admin status; a cut replica never answers."""
+STOP_TIMEOUT = 30.0
+"""Seconds for the controller to stop its replicas and exit on SIGTERM before it is killed."""
+HEALTHY = "a leader in term >= 1 and every replica InSync"
+"""What :meth:`LocalCluster.wait_healthy` says it waited for when the caller says nothing."""
+# Loopback needs no proxy, whatever the environment says.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class LocalCluster:
-    """``gitquorum local --links`` in a directory of its own, as a context manager.
+    """``gitquorum local`` in a directory, as a context manager.
 
     Entering waits for a leader in term >= 1 with every replica in sync; leaving stops the
     controller (SIGTERM, which stops the replicas) and, if the block failed, prints the tail
-    of every log and keeps the directory.
+    of every log. A directory of its own (no ``directory`` given) is deleted on the way out
+    unless the block failed or :attr:`keep` was set; a given one is the caller's and stays.
+    ``env`` is the environment of the controller and so of its replicas (default: this
+    process's).
     """
 
     def __init__(
@@ -44,12 +56,16 @@ class LocalCluster:
         *,
         replicas: int = 3,
         directory: pathlib.Path | None = None,
+        links: bool = True,
+        env: Mapping[str, str] | None = None,
         replica_arguments: Sequence[str] = (),
         startup_timeout: float = STARTUP_TIMEOUT,
     ) -> None:
         self.replica_count = replicas
         self._given = directory
         self.directory = pathlib.Path()
+        self.links = links
+        self.env = None if env is None else dict(env)
         self.replica_arguments = tuple(replica_arguments)
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
@@ -73,17 +89,21 @@ class LocalCluster:
             str(self.replica_count),
             "--dir",
             str(self.directory),
-            "--links",
+            *(["--links"] if self.links else []),
             *(f"--replica-argument={argument}" for argument in self.replica_arguments),
         ]
-        with (self.directory / "controller.log").open("ab") as output:
+        with self.controller_log.open("ab") as output:
+            # Its own session: a Ctrl-C reaches it only through stop()'s SIGTERM, once the
+            # caller's clean-up started, not halfway through a measurement.
             self.process = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
             )
         try:
-            self.wait_healthy(
-                "a leader in term >= 1 and every replica InSync", timeout=self.startup_timeout
-            )
+            self.wait_healthy(HEALTHY, timeout=self.startup_timeout)
         except BaseException:
             self.__exit__(*sys.exc_info())
             raise
@@ -100,17 +120,29 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop the controller and its replicas; the directory stays until the block ends."""
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            for replica in self._last.get("replicas", []):
-                if replica.get("pid") is not None and self._is_ours(replica["id"], replica["pid"]):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+                return
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        # The controller is gone without stopping its replicas (it hung or died): they run in
+        # sessions of their own, so they are killed here by the pids it last reported.
+        with contextlib.suppress(OSError, ValueError):
+            self._last = json.loads((self.directory / "cluster.json").read_text())
+        for replica in self._last.get("replicas", []):
+            if replica.get("pid") is not None and self._is_ours(replica["id"], replica["pid"]):
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(replica["pid"], signal.SIGKILL)
+
+    @property
+    def controller_log(self) -> pathlib.Path:
+        """The controller's log (its own lines and its replicas' starts and exits)."""
+        return self.directory / "controller.log"
 
     # -- what cluster.json says ---------------------------------------------------------------
 
@@ -123,6 +155,7 @@ class LocalCluster:
         return cluster
 
     def replica(self, replica_id: str) -> dict[str, Any]:
+        """The replica's entry in cluster.json: pid, role, state, generation, URLs."""
         for replica in self.cluster()["replicas"]:
             if replica["id"] == replica_id:
                 return dict(replica)
@@ -141,7 +174,7 @@ class LocalCluster:
         return [replica for replica in self.ids() if replica != leader]
 
     def url(self, replica_id: str) -> str:
-        """The replica's clone URL (through its relay) with the push credentials in it."""
+        """The replica's clone URL (through its relay, with links) with the push credentials."""
         cluster = self.cluster()
         credentials = cluster["credentials"]
         parts = urllib.parse.urlsplit(self.replica(replica_id)["url"])
@@ -153,10 +186,20 @@ class LocalCluster:
         """Every replica's clone URL with credentials, by replica id."""
         return {replica: self.url(replica) for replica in self.ids()}
 
+    def data(self, replica_id: str) -> pathlib.Path:
+        """The replica's data directory: its repositories and its log."""
+        return self.directory / "replicas" / replica_id
+
     def repository(self, replica_id: str) -> pathlib.Path:
         """The replica's bare repository on disk."""
         name = self.cluster()["name"]
-        return self.directory / "replicas" / replica_id / "repositories" / f"{name}.git"
+        return self.data(replica_id) / "repositories" / f"{name}.git"
+
+    def pids(self) -> list[int]:
+        """The controller's process id and every running replica's."""
+        assert self.process is not None  # entered
+        replicas = self.cluster()["replicas"]
+        return [self.process.pid, *(int(r["pid"]) for r in replicas if r["pid"] is not None)]
 
     # -- faults -------------------------------------------------------------------------------
 
@@ -174,15 +217,21 @@ class LocalCluster:
             arguments = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
-        data = str(self.directory / "replicas" / replica_id).encode()
-        return data in arguments
+        return str(self.data(replica_id)).encode() in arguments
 
     def cut(self, replica_id: str) -> None:
-        """Cuts the replica off from its peers, the controller and clients."""
-        (pathlib.Path(self.cluster()["cut_directory"]) / replica_id).touch()
+        """Cuts the replica off from its peers, the controller and clients (needs links)."""
+        self._cut_file(replica_id).touch()
 
     def heal(self, replica_id: str) -> None:
-        (pathlib.Path(self.cluster()["cut_directory"]) / replica_id).unlink(missing_ok=True)
+        self._cut_file(replica_id).unlink(missing_ok=True)
+
+    def _cut_file(self, replica_id: str) -> pathlib.Path:
+        if not self.links:
+            raise AssertionError("cutting a replica off needs the relays: LocalCluster(links=True)")
+        return pathlib.Path(self.cluster()["cut_directory"]) / replica_id
+
+    # -- what the replicas say ----------------------------------------------------------------
 
     def status(self, replica_id: str, timeout: float = STATUS_TIMEOUT) -> dict[str, Any]:
         """The replica's ``/admin/status``, with the controller's bearer token."""
@@ -192,9 +241,18 @@ class LocalCluster:
             self.replica(replica_id)["peer_url"] + "/admin/status",
             headers={"Authorization": f"Bearer {self._token}"},
         )
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+        with _DIRECT.open(request, timeout=timeout) as answer:
             status: dict[str, Any] = json.load(answer)
             return status
+
+    def status_or_none(
+        self, replica_id: str, timeout: float = STATUS_TIMEOUT
+    ) -> dict[str, Any] | None:
+        """The replica's ``/admin/status``, or None when it does not answer (down, starting)."""
+        try:
+            return self.status(replica_id, timeout)
+        except (OSError, ValueError):  # URLError and timeouts are OSErrors, bad JSON ValueError
+            return None
 
     # -- waiting for states -------------------------------------------------------------------
 
@@ -210,20 +268,42 @@ class LocalCluster:
         )
         return f"term {cluster['term']}, leader {cluster['leader']}: {replicas}"
 
-    def healthy(self) -> bool:
-        """A leader in term >= 1 leading, every replica up and InSync (as cluster.json says)."""
+    def healthy(self, *, exact: bool = False) -> dict[str, Any] | None:
+        """cluster.json if it shows a leader in term >= 1 leading and every replica up and
+        InSync, and (``exact``) at the leader's generation and checksum; None otherwise.
+
+        Under a push load the replicas' generations, written a moment apart, rarely agree:
+        ``exact`` is for a cluster at rest.
+        """
         cluster = self.cluster()
         if int(cluster["term"]) < 1:
-            return False
+            return None
+        leader = next((r for r in cluster["replicas"] if r["id"] == cluster["leader"]), None)
+        if leader is None or leader["role"] != "Leader":
+            return None
         for replica in cluster["replicas"]:
             if replica["pid"] is None or replica["state"] != "InSync":
-                return False
-            if replica["id"] == cluster["leader"] and replica["role"] != "Leader":
-                return False
-        return True
+                return None
+            if exact and (replica["generation"], replica["checksum"]) != (
+                leader["generation"],
+                leader["checksum"],
+            ):
+                return None
+        return cluster
 
-    def wait_healthy(self, what: str, *, timeout: float = STATE_TIMEOUT) -> None:
-        waiting.until(what, self.healthy, timeout=timeout, interval=0.1, seen=self.summary)
+    def wait_healthy(
+        self, what: str = HEALTHY, *, timeout: float = STATE_TIMEOUT, exact: bool = False
+    ) -> dict[str, Any]:
+        """Waits until :meth:`healthy` (``exact`` as there); returns cluster.json then."""
+        found = waiting.until(
+            what + (" at the leader's generation" if exact else ""),
+            lambda: self.healthy(exact=exact),
+            timeout=timeout,
+            interval=0.1,
+            seen=self.summary,
+        )
+        assert found is not None  # until returns a truthy value
+        return found
 
     def wait_new_leader(self, term: int, *, timeout: float = STATE_TIMEOUT) -> tuple[str, int]:
         """Waits for a leader of a term after ``term`` that is ready; returns it and its term."""
@@ -319,10 +399,7 @@ class LocalCluster:
     def report(self, lines: int = 40) -> str:
         """The tail of the controller's log and of every replica's log."""
         parts = []
-        logs = [("controller", self.directory / "controller.log")]
-        logs += sorted(
-            (path.parent.name, path) for path in self.directory.glob("replicas/*/replica.log")
-        )
+        logs = [("controller", self.controller_log), *self.replica_logs()]
         for name, path in logs:
             try:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
