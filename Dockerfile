@@ -3,9 +3,9 @@
 # The one gitquorum image: the operator (`gitquorum operator`) and every replica
 # (`gitquorum replica`) run from it, each with an explicit command.
 #
-# NOT BUILT HERE: the development machines have no Docker engine, so this file has never been
-# built by the project's own checks (the testbed ignores images and runs each Pod's command
-# with the checkout's Python environment). Build it where Docker runs:
+# Built by the project's own checks: `make image` builds this file unchanged with podman and
+# runc (no Docker engine on the development machines) and `make test` runs the image as the
+# chart does (tests/image/). Build it with Docker as usual:
 #
 #   docker build -t ghcr.io/gitquorum/gitquorum:0.1.0 .
 #

@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup venv binaries check lint typecheck test test-unit test-integration test-testbed \
-        bench demo testbed-up testbed-down clean
+.PHONY: setup venv binaries image check lint typecheck test test-unit test-integration \
+        test-testbed test-image bench demo testbed-up testbed-down clean
 
 setup: venv binaries ## virtualenv, package with test extras, cached Kubernetes binaries
 
@@ -51,8 +51,16 @@ check: lint typecheck ## linters and the fast tests
 	$(BIN)/pytest -m unit -q
 
 # The linters and the type checker run first, so CI (.ci/run: make test) fails on them too.
-test: setup lint typecheck ## linters, types, then every test: unit, integration, testbed, e2e
+test: setup image lint typecheck ## the image, linters, types, then every test
 	$(BIN)/pytest -q -ra
+
+# The Dockerfile built here without Docker (podman and runc from Debian, installed when
+# missing), from an empty image store, saved as build/gitquorum-image.tar.
+image: ## the container image, built here, as an OCI archive
+	@hack/build-image.sh
+
+test-image: venv image ## the image run as the chart runs it
+	$(BIN)/pytest -m image -q
 
 test-unit: venv
 	$(BIN)/pytest -m unit -q

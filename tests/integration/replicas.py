@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gitquorum.replication import invocation, membership
@@ -39,9 +40,14 @@ class Replicas:
         auth_file: pathlib.Path,
         count: int,
         extra_args: tuple[str, ...] = (),
+        program: Callable[[str], Sequence[str]] | None = None,
+        startup_timeout: float = STARTUP_DEADLINE,
     ) -> None:
+        self.startup_timeout = startup_timeout
         self.extra_args = extra_args
         """More arguments of every replica's command line."""
+        self.program = program or (lambda replica: (sys.executable, "-m", "gitquorum"))
+        """How to run gitquorum for a replica: this checkout's, or an image's (tests/image)."""
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         self.auth_file = auth_file
@@ -87,7 +93,7 @@ class Replicas:
             auth_file=str(self.auth_file),
             anonymous_read=True,
             extra=("--prepare-timeout", "2", "--log-level", "DEBUG", *self.extra_args),
-        ).argv(program=(sys.executable, "-m", "gitquorum"))
+        ).argv(program=self.program(replica))
         with (self.data(replica) / "replica.log").open("ab") as output:
             self.processes[replica] = subprocess.Popen(
                 command, stdout=output, stderr=subprocess.STDOUT, env=dict(os.environ)
@@ -95,7 +101,7 @@ class Replicas:
         waiting.until(
             f"replica {replica} to answer on its replication port",
             lambda: self.status(replica),
-            timeout=STARTUP_DEADLINE,
+            timeout=self.startup_timeout,
             interval=0.05,
             seen=lambda: self.log(replica)[-2000:],
         )
