@@ -62,13 +62,19 @@ def subsets(items: Sequence[T], *, min_size: int = 0) -> Iterator[tuple[T, ...]]
 
 
 def report(
-    replica: str, position: Position, *, term: int | None = None, eligible: bool = True
+    replica: str,
+    position: Position,
+    *,
+    term: int | None = None,
+    eligible: bool = True,
+    applied: bool = True,
 ) -> Report:
     return Report(
         replica=replica,
         term=position.term if term is None else term,
         position=position,
         eligible=eligible,
+        applied=applied,
     )
 
 
@@ -284,6 +290,48 @@ def test_choose_leader_prefers_preferred_among_newest_else_lowest_name(size: int
         expected = prefer if prefer in candidates else candidates[0]
         assert election.leader == expected, (answers, prefer, election)
     assert checked > 0
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_choose_leader_prefers_a_replica_that_applied_the_newest(size: int) -> None:
+    """Every majority of answers, every (position, eligible, applied) of each, every
+    preference: of the eligible holders of the newest position, those that applied it come
+    first, then the preferred one, then the lowest name."""
+    replicas = cluster(size)
+    states = list(itertools.product((OLD, NEW), (True, False), (True, False)))
+    checked = 0
+    for answering in subsets(replicas, min_size=decisions.quorum(size)):
+        for chosen in itertools.product(states, repeat=len(answering)):
+            answers = [
+                report(replica, position, eligible=eligible, applied=applied)
+                for replica, (position, eligible, applied) in zip(answering, chosen, strict=True)
+            ]
+            newest = max(a.position for a in answers)
+            holders = [a for a in answers if a.position == newest and a.eligible]
+            if not holders:
+                continue
+            pool = sorted(a.replica for a in holders if a.applied) or sorted(
+                a.replica for a in holders
+            )
+            for prefer in (None, *replicas):
+                election = decisions.choose_leader(answers, voters=replicas, prefer=prefer)
+                checked += 1
+                expected = prefer if prefer in pool else pool[0]
+                assert election.leader == expected, (answers, prefer, election)
+    assert checked > 0
+
+
+def test_choose_leader_skips_a_replica_that_only_prepared_what_others_applied() -> None:
+    """Seen in the fault tests: a replica came back from a cut holding generation 21 prepared
+    while the two others had applied it; elected for its lower name, it proposed generation
+    21 again, which both refused as behind them, and writes stopped."""
+    position = Position(term=2, generation=21, seq=17)
+    election = decisions.choose_leader(
+        [report("r1", position, applied=False), report("r3", position)],
+        voters=cluster(3),
+        prefer="r1",
+    )
+    assert election.leader == "r3"
 
 
 def test_choose_leader_reports_newest_ineligible_with_readable_reason() -> None:

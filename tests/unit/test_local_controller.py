@@ -32,6 +32,7 @@ def _status(replica: str, *, term: int, role: str, position: int = 4) -> dict[st
         "term": term,
         "role": role,
         "position": [1, position, 1],
+        "generation": position,
         "eligible": True,
     }
 

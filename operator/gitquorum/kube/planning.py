@@ -217,6 +217,7 @@ def _elect(durable: Durable, observed: Mapping[str, Observed]) -> Step:
             term=item.report.term,
             position=item.report.position,
             eligible=item.report.eligible,
+            applied=item.report.position.generation == item.report.generation,
         )
         for item in observed.values()
         # A replica on its way out (pod deleting, node lost) must not be chosen, even if it

@@ -272,6 +272,7 @@ class Controller:
                 term=int(replica.status["term"]),
                 position=decisions.Position(*replica.status["position"]),
                 eligible=bool(replica.status["eligible"]),
+                applied=replica.status["position"][1] == replica.status["generation"],
             )
             for replica in self.replicas.values()
             if replica.status

@@ -61,6 +61,8 @@ class Report:
     position: Position
     eligible: bool = True
     """False while the replica rebuilds or repairs: its refs may be half-way."""
+    applied: bool = True
+    """Whether the transaction at its position is applied here, not only prepared."""
 
 
 class Verdict(enum.Enum):
@@ -92,8 +94,14 @@ def choose_leader(
 
     Only voters' answers count, and a majority of them must have answered: fewer could all
     have missed a decided transaction. The leader must hold the newest position among the
-    answers; of several that do, ``prefer`` (the current leader, say) wins, then the lowest
-    name, so that repeated choices are stable. The new term is above every term seen.
+    answers; of several that do, one that applied it wins over one that only prepared it,
+    then ``prefer`` (the current leader, say), then the lowest name, so that repeated choices
+    are stable. The new term is above every term seen.
+
+    Applied first, because equal positions are the same transaction, decided if anyone
+    applied it: a leader that only prepared it proposes it again as the next generation, which
+    replicas that applied it are past and refuse, and with a majority of them it would wait
+    for a quorum that never comes.
     """
     reports = list(reports)
     seen_term = max([current_term, *(report.term for report in reports)])
@@ -119,6 +127,9 @@ def choose_leader(
             seen_term,
             f"the newest state is on {', '.join(holders)}, which cannot lead while rebuilding",
         )
+    applied = [r.replica for r in answers if r.replica in candidates and r.applied]
+    if applied:
+        candidates = sorted(applied)
     leader = prefer if prefer in candidates else candidates[0]
     return Election(
         Verdict.CHOSEN, leader, seen_term + 1, f"{leader} holds the newest state {newest}"
