@@ -110,12 +110,22 @@ class GitFailed(GitquorumError):
     """A git process exited with an error status."""
 
     def __init__(self, command: str, returncode: int, stderr: str) -> None:
-        message = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+        message = _gist(stderr)
         super().__init__(f"git {command} exited with status {returncode}: {message}")
         self.command = command
         self.returncode = returncode
         self.stderr = stderr
         self.message = message
+
+
+def _gist(stderr: str) -> str:
+    """The line of git's stderr that says what went wrong: its first ``fatal:`` or ``error:``
+    line (git adds advice after it, "remove the file manually to continue"), else its last."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else "no message"
 
 
 class ReplicationError(GitquorumError):

@@ -113,3 +113,24 @@ def test_store_restart_keeps_an_unapplied_transaction_prepared(
     assert sorted(p.name for p in again.staging_for(transaction).iterdir()) == sorted(
         f.name for f in transaction.files
     )
+
+
+def test_store_restart_removes_locks_a_killed_git_left(git: Git, tmp_path: pathlib.Path) -> None:
+    """Seen under the operator fault suite: a node powered off while git update-ref held
+    packed-refs.lock; every apply and copy then failed with "Unable to create ...lock"."""
+    transaction, packs = _transaction(git, tmp_path)
+    data = tmp_path / "data"
+
+    async def scenario() -> store.Store:
+        local = await _prepared(data, transaction, packs)
+        (local.repository / "packed-refs.lock").write_text("")
+        (local.repository / "refs" / "heads" / "main.lock").write_text("")
+        again = _store(data)
+        await again.open()
+        await again.apply(transaction, check_old=True)
+        return again
+
+    again = asyncio.run(scenario())
+    assert again.state.generation == 1
+    assert list(again.repository.rglob("*.lock")) == []
+    assert git.refs(again.repository) == {c.ref: c.new for c in transaction.changes}

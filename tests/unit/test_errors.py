@@ -52,3 +52,15 @@ def test_errors_answers_never_shadow_a_more_specific_class():
 )
 def test_errors_answer_maps_each_kind(error: BaseException, status: int, outcome: str):
     assert errors.answer(error) == errors.Answer(status, outcome)
+
+
+def test_errors_git_failed_names_git_s_own_complaint_not_its_advice():
+    stderr = (
+        "fatal: Unable to create '/r.git/packed-refs.lock': File exists.\n\n"
+        "Another git process seems to be running in this repository.\n"
+        "remove the file manually to continue.\n"
+    )
+    error = errors.GitFailed("update-ref", 128, stderr)
+    assert error.message == "fatal: Unable to create '/r.git/packed-refs.lock': File exists."
+    assert errors.GitFailed("x", 1, "warning: one\nlast words\n").message == "last words"
+    assert errors.GitFailed("x", 1, "").message == "no message"

@@ -98,6 +98,7 @@ class Store:
                 ]
             )
         self.state = await asyncio.to_thread(self._file.load)
+        await asyncio.to_thread(self._remove_stale_locks)
         await self.reload_refs()
         prepared = self.state.prepared
         if prepared is not None and self._partly_applied(prepared):
@@ -109,6 +110,19 @@ class Store:
             )
             await self.apply(prepared, check_old=False)
         self._discard_stale_staging()
+
+    def _remove_stale_locks(self) -> None:
+        """Removes the lock files a git killed mid-way left (a node powered off, a SIGKILL).
+
+        git never removes another process's lock: it refuses to touch the ref or packed-refs
+        (``Unable to create ...lock: File exists``) until someone does, and every apply and
+        copy here would fail from then on. The replica is the only writer of its repository
+        and runs no git yet, so every lock found now is stale.
+        """
+        for lock in self.repository.rglob("*.lock"):
+            if lock.is_file():
+                log.warning("removing %s, left by a git that did not finish", lock)
+                lock.unlink(missing_ok=True)
 
     async def reload_refs(self) -> None:
         self.refs = await refstore.read_all(self._runner, self.git_dir)
