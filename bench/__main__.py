@@ -16,6 +16,7 @@ BENCHMARKS = {
     "operator": "bench.operator",
     "planned": "bench.planned_change",
     "operator-faults": "bench.operator_faults",
+    "operator-watch": "bench.operator_watch",
     "backup": "bench.backup",
     "maintenance": "bench.maintenance",
     "rejoin": "bench.rejoin",

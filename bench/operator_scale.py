@@ -68,7 +68,7 @@ def measure(bed: cluster.Testbed, api: kube.Kube, count: int) -> Scale:
     print(f"   scale: {count} GitRepositories on {HOLLOW_NODES} hollow nodes", flush=True)
     # Hollow nodes of a run that was interrupted would take part of the pods.
     left = api.core.list_node(label_selector=f"{POOL_LABEL}={POOL}").items
-    _remove_hollow(bed, api, [n.metadata.name for n in left if bed.is_hollow(n.metadata.name)])
+    remove_hollow(bed, api, [n.metadata.name for n in left if bed.is_hollow(n.metadata.name)])
     hollow = [bed.node_add(None, hollow=True).name for _ in range(HOLLOW_NODES)]
     for name in hollow:
         api.core.patch_node(name, {"metadata": {"labels": {POOL_LABEL: POOL}}})
@@ -79,7 +79,7 @@ def measure(bed: cluster.Testbed, api: kube.Kube, count: int) -> Scale:
         with api.namespace("direct") as namespace:
             reference = _direct_creates(api, namespace, objects)
     finally:
-        _remove_hollow(bed, api, hollow)
+        remove_hollow(bed, api, hollow)
     return dataclasses.replace(ours, reference=reference)
 
 
@@ -293,7 +293,7 @@ class RssSampler:
                 self.peak_mb = max(self.peak_mb, self.last_mb)
 
 
-def _remove_hollow(bed: cluster.Testbed, api: kube.Kube, names: list[str]) -> None:
+def remove_hollow(bed: cluster.Testbed, api: kube.Kube, names: list[str]) -> None:
     """Removes hollow nodes once their released volumes are gone (no agent would delete them)."""
     if not names:
         return
