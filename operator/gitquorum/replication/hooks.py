@@ -38,8 +38,10 @@ if [ -z "${{GITQUORUM_PUSH:-}}" ]; then
     exit 1
 fi
 # Builtins only: every process started here is on the path of every push.
-while IFS= read -r line; do printf '%s\\n' "$line"; done >"$GITQUORUM_PUSH/commands" || exit 1
+# The FIFOs are opened first: once "commands" exists, a verdict written to the FIFO (by a
+# restarted replica answering abandoned hooks, say) stays in it for this hook to read.
 exec 3<>"$GITQUORUM_PUSH/verdict" 4<>"$GITQUORUM_PUSH/request" || exit 1
+while IFS= read -r line; do printf '%s\\n' "$line"; done >"$GITQUORUM_PUSH/commands" || exit 1
 printf '%s\\n' "${{GIT_QUARANTINE_PATH:-}}" >&4
 if ! IFS= read -r -t "${{GITQUORUM_HOOK_TIMEOUT:-3600}}" verdict <&3; then
     echo "gitquorum: the replica did not decide on this push" >&2
