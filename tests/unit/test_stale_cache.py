@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -72,3 +73,30 @@ def test_stale_cache_answering_replica_is_never_read_again() -> None:
         memory.last_answer["repo-1"] = now[0]
         assert asyncio.run(work._reread_doubtful(cached, memory)) == {}
     assert api.reads == 0
+
+
+def test_stale_cache_pod_that_stays_without_address_is_read_less_and_less_often() -> None:
+    now = [100.0]
+    pending = _pod("1", None)
+    api = FakeApi(pending)  # the API server agrees with the cache: no address yet
+    work = _reconciler(api, now)
+    memory = reconciler.Memory()
+    cached = {"repo-1": pending}
+    reads_at = []
+    for _ in range(int(600 / work.settings.stale_after) * 4):
+        before = api.reads
+        asyncio.run(work._reread_doubtful(cached, memory))
+        if api.reads > before:
+            reads_at.append(now[0])
+        now[0] += work.settings.stale_after / 4
+    gaps = [b - a for a, b in itertools.pairwise(reads_at)]
+    assert gaps == sorted(gaps), gaps
+    assert gaps[0] == pytest.approx(2 * work.settings.stale_after), gaps
+    assert max(gaps) <= reconciler.observing.REREAD_MAX + work.settings.stale_after / 4, gaps
+    assert len(reads_at) <= 8, reads_at
+    assert 'newer="false"' in work.metrics.render()
+    # The address arrives in the cache: the pod is no longer doubtful, the back-off forgotten.
+    cached = {"repo-1": _pod("2", "10.244.1.2")}
+    memory.last_answer["repo-1"] = now[0]
+    asyncio.run(work._reread_doubtful(cached, memory))
+    assert "repo-1" not in memory.reread_every

@@ -81,6 +81,8 @@ class Memory:
     doubted_since: dict[str, float] = dataclasses.field(default_factory=dict)
     """Since when (clock) each pod has looked stale in the watch cache."""
     reread_at: dict[str, float] = dataclasses.field(default_factory=dict)
+    reread_every: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds between two reads of a doubtful pod: doubled each time the cache was right."""
     restoring: "asyncio.Future[None] | None" = None
     """The restore of ``spec.bootstrap.fromBackup`` the leader works on (``bootstrapping``)."""
 

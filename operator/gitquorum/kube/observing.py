@@ -21,6 +21,9 @@ from gitquorum.replication import peerclient, reports
 log = logging.getLogger("gitquorum.kube.reconciler")
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+REREAD_MAX = 120.0
+"""Longest wait, in seconds, between two reads of a pod that stays doubtful while its
+cache is right: kopf restarts a stalled watch at its timeout (2 minutes) anyway."""
 
 
 class Observing(context.Context):
@@ -64,15 +67,21 @@ class Observing(context.Context):
 
         A bound pod without an address, or one whose replica does not answer at the cached
         address, is normal for a few seconds; for longer, the watch may have stalled (a kopf
-        watch that stops delivering events is only restarted at its timeout)."""
+        watch that stops delivering events is only restarted at its timeout). A pod that
+        stays so with the cache right (pulling its image, on a node that never runs it) is
+        read again less and less often, up to ``REREAD_MAX``: after a burst of 300
+        repositories on hollow nodes, reads every ``stale_after`` made 3,375 extra requests in
+        four minutes."""
         now = self.clock()
         fresh: dict[str, context.Body] = {}
         for name, pod in by_pod.items():
             if not self._doubtful(pod, memory, now):
                 memory.doubted_since.pop(name, None)
+                memory.reread_every.pop(name, None)
                 continue
             since = memory.doubted_since.setdefault(name, now)
-            due = now - memory.reread_at.get(name, float("-inf")) >= self.settings.stale_after
+            every = memory.reread_every.get(name, self.settings.stale_after)
+            due = now - memory.reread_at.get(name, float("-inf")) >= every
             if now - since < self.settings.stale_after or not due:
                 continue
             memory.reread_at[name] = now
@@ -85,6 +94,9 @@ class Observing(context.Context):
                 "resourceVersion"
             )
             self.metrics.stale_cache.inc((str(newer).lower(),))
+            memory.reread_every[name] = (
+                self.settings.stale_after if newer else min(2 * every, REREAD_MAX)
+            )
             if newer:
                 log.warning(
                     "%s/%s: the watch cache held an old version of pod %s; using the API server's",
