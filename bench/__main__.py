@@ -17,6 +17,7 @@ BENCHMARKS = {
     "planned": "bench.planned_change",
     "operator-faults": "bench.operator_faults",
     "operator-watch": "bench.operator_watch",
+    "operator-idle": "bench.operator_idle",
     "backup": "bench.backup",
     "maintenance": "bench.maintenance",
     "rejoin": "bench.rejoin",

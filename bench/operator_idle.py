@@ -1,0 +1,113 @@
+"""What an idle repository costs: API requests and operator CPU while nothing happens.
+
+On the testbed with the chart installed: the API server's request rate is measured over a
+window with no GitRepository (the reference: nodes, controllers and the operator's own
+Lease), then ``--idle-repositories`` 3-replica GitRepositories are created and brought to
+Ready, left alone to settle, and measured over a window of the same length. The difference,
+per repository, is what the operator costs the API server for a repository where nothing
+happens (target 0.05 requests a second); the operator's CPU over the window, per repository,
+against 0.5% of a core. The requests are counted by the API server itself
+(``apiserver_request_total``, watches excluded: a watch is one long request), and the verbs and
+resources that grew most are printed, to show where the requests go.
+"""
+
+import argparse
+import collections
+import time
+
+from bench import kube, operator
+from gitquorum_testbed import install
+
+REQUESTS_TARGET = 0.05
+"""API requests per second per idle repository."""
+CPU_TARGET = 0.005
+"""Cores of operator CPU per idle repository."""
+SETTLE_SECONDS = 60.0
+"""After the last repository is Ready: its first resync and the status writes of its start."""
+SHOWN = 8
+Counts = dict[tuple[str, str], float]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("operator idle")
+    group.add_argument(
+        "--idle-repositories",
+        type=int,
+        default=10,
+        help="idle 3-replica GitRepositories (default: %(default)s)",
+    )
+    group.add_argument(
+        "--idle-window",
+        type=float,
+        default=180.0,
+        help="seconds of each measurement window (default: %(default)s)",
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    bed = operator.testbed()
+    api = kube.Kube(bed)
+    print("   installing the chart and restarting the operator (on node-system)", flush=True)
+    install.install_chart(bed, node_loss_grace=operator.NODE_LOSS_GRACE)
+    api.restart_operator()
+    window = args.idle_window
+    print(f"   reference: {window:.0f} s with no GitRepository", flush=True)
+    reference, _ = _window(api, window)
+    count = args.idle_repositories
+    with api.namespace("idle") as namespace:
+        for index in range(count):
+            seconds = api.create_ready(namespace, f"idle-{index}")
+            print(f"     idle-{index} Ready in {seconds:.1f} s", flush=True)
+        print(f"   settling {SETTLE_SECONDS:.0f} s, then {window:.0f} s idle", flush=True)
+        time.sleep(SETTLE_SECONDS)  # a settling time, not a synchronisation: nothing to await
+        idle, cpu = _window(api, window)
+    added = {key: value - reference.get(key, 0.0) for key, value in idle.items()}
+    per_repository = sum(added.values()) / window / count
+    cpu_per_repository = cpu / window / count
+    print(f"   API requests that grew most with {count} idle repositories (per minute, all):")
+    for (verb, resource), requests in sorted(added.items(), key=lambda kv: -kv[1])[:SHOWN]:
+        print(f"     {verb:8} {resource:28} {requests * 60 / window:8.1f}", flush=True)
+    print(
+        f"   summary: {per_repository:.3f} API requests/s per idle repository (target "
+        f"<= {REQUESTS_TARGET}); operator CPU {cpu_per_repository * 100:.2f}% of a core per "
+        f"repository (target <= {CPU_TARGET * 100:.1f}%)",
+        flush=True,
+    )
+    return {
+        "idle_requests": per_repository / REQUESTS_TARGET,
+        "idle_cpu": cpu_per_repository / CPU_TARGET,
+    }
+
+
+def _window(api: kube.Kube, seconds: float) -> tuple[Counts, float]:
+    """Requests by (verb, resource) during ``seconds``, and the operator's CPU seconds."""
+    requests_before, cpu_before = _requests(api), _operator_cpu(api)
+    time.sleep(seconds)  # the measurement window itself
+    requests_after, cpu_after = _requests(api), _operator_cpu(api)
+    counts = {key: value - requests_before.get(key, 0.0) for key, value in requests_after.items()}
+    return counts, cpu_after - cpu_before
+
+
+def _requests(api: kube.Kube) -> Counts:
+    """``apiserver_request_total`` summed by verb and resource, watches left out."""
+    response = api.api_client.call_api(
+        "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False
+    )[0]
+    totals: Counts = collections.defaultdict(float)
+    for line in response.data.decode().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line[len("apiserver_request_total{") :].rpartition("} ")
+        labels = dict(part.split("=", 1) for part in labels_text.split(",") if "=" in part)
+        verb = labels.get("verb", '""').strip('"')
+        if verb in ("WATCH", "CONNECT"):
+            continue
+        resource = labels.get("resource", '""').strip('"')
+        subresource = labels.get("subresource", '""').strip('"')
+        name = f"{resource}/{subresource}" if subresource else resource
+        totals[(verb, name)] += float(value)
+    return totals
+
+
+def _operator_cpu(api: kube.Kube) -> float:
+    return api.operator_metrics()["process_cpu_seconds_total"]
