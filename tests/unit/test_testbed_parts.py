@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from kubernetes import client
 
-from gitquorum_testbed import controlplane, network, pki, pods, probes, processes, settings
+from gitquorum_testbed import controlplane, environment, network, pki, probes, processes, settings
 from tests import waiting
 
 pytestmark = pytest.mark.unit
@@ -72,8 +72,8 @@ def test_probe_state_waits_initial_delay_and_period():
 
 def test_expand_substitutes_known_variables_and_keeps_unknown():
     env = {"NAME": "web", "PORT": "80"}
-    assert pods._expand("$(NAME):$(PORT)", env) == "web:80"
-    assert pods._expand("$(MISSING)-x", env) == "$(MISSING)-x"
+    assert environment.expand("$(NAME):$(PORT)", env) == "web:80"
+    assert environment.expand("$(MISSING)-x", env) == "$(MISSING)-x"
 
 
 def test_pki_apiserver_certificate_names_every_address(tmp_path: Path):
