@@ -58,16 +58,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     started = time.monotonic()
-    bed = testbed()
-    api = kube.Kube(bed)
-    print("   installing the chart and restarting the operator (on node-system)", flush=True)
-    install.install_chart(bed, node_loss_grace=NODE_LOSS_GRACE)
-    api.restart_operator()
+    bed, api = installed()
     ready = operator_startup.measure(api, args.operator_rounds)
     heal = operator_loss.follower(bed, api, args.operator_data_mib)
     failover = operator_loss.leader(bed, api)
     scale = operator_scale.measure(bed, api, args.operator_repositories)
     return _report(ready, heal, failover, scale, time.monotonic() - started)
+
+
+def installed() -> tuple[cluster.Testbed, kube.Kube]:
+    """The testbed (see ``testbed``), the chart installed as ``make demo`` does, and a fresh
+    operator process that holds its Lease."""
+    bed = testbed()
+    api = kube.Kube(bed)
+    print("   installing the chart and restarting the operator (on node-system)", flush=True)
+    install.install_chart(bed, node_loss_grace=NODE_LOSS_GRACE)
+    api.restart_operator()
+    return bed, api
 
 
 def testbed() -> cluster.Testbed:

@@ -40,11 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
-    bed = operator.testbed()
-    api = kube.Kube(bed)
-    print("   installing the chart (operator on node-system)", flush=True)
-    install.install_chart(bed, node_loss_grace=operator.NODE_LOSS_GRACE)
-    api.restart_operator()
+    bed, api = operator.installed()
     rows = []
     for name in args.operator_fault_scenarios.split(","):
         rows.append(_scenario(bed, api, name, args.operator_fault_rounds))

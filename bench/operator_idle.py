@@ -16,7 +16,6 @@ import collections
 import time
 
 from bench import kube, operator
-from gitquorum_testbed import install
 
 REQUESTS_TARGET = 0.05
 """API requests per second per idle repository."""
@@ -45,11 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
-    bed = operator.testbed()
-    api = kube.Kube(bed)
-    print("   installing the chart and restarting the operator (on node-system)", flush=True)
-    install.install_chart(bed, node_loss_grace=operator.NODE_LOSS_GRACE)
-    api.restart_operator()
+    _, api = operator.installed()
     window = args.idle_window
     print(f"   reference: {window:.0f} s with no GitRepository", flush=True)
     reference, _ = _window(api, window)

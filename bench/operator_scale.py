@@ -83,7 +83,9 @@ def measure(bed: cluster.Testbed, api: kube.Kube, count: int) -> Scale:
     return dataclasses.replace(ours, reference=reference)
 
 
-def _operator_creates(api: kube.Kube, namespace: str, count: int) -> tuple[Scale, list[Body]]:
+def create_hollow(api: kube.Kube, namespace: str, count: int, prefix: str = "r") -> int:
+    """``count`` 3-replica GitRepositories placed on the hollow pool, by THREADS threads;
+    returns how many the API took."""
     spec = {
         "placement": {
             "nodeSelector": {POOL_LABEL: POOL},
@@ -92,26 +94,29 @@ def _operator_creates(api: kube.Kube, namespace: str, count: int) -> tuple[Scale
             ],
         }
     }
+    with futures.ThreadPoolExecutor(THREADS) as pool:
+        created = pool.map(
+            lambda i: api.custom.create_namespaced_custom_object(
+                kube.GROUP,
+                kube.VERSION,
+                namespace,
+                kube.PLURAL,
+                kube.repository_manifest(f"{prefix}{i:04d}", spec),
+            ),
+            range(count),
+        )
+        return len(list(created))
+
+
+def _operator_creates(api: kube.Kube, namespace: str, count: int) -> tuple[Scale, list[Body]]:
     before = api.operator_metrics()
     sampler = RssSampler(api)
     with Watched(api, namespace) as watched:
         sampler.start()
         started = time.monotonic()
-        with futures.ThreadPoolExecutor(THREADS) as pool:
-            created = list(
-                pool.map(
-                    lambda i: api.custom.create_namespaced_custom_object(
-                        kube.GROUP,
-                        kube.VERSION,
-                        namespace,
-                        kube.PLURAL,
-                        kube.repository_manifest(f"r{i:04d}", spec),
-                    ),
-                    range(count),
-                )
-            )
+        created = create_hollow(api, namespace, count)
         took = time.monotonic() - started
-        print(f"     {len(created)} GitRepositories taken by the API in {took:.1f} s", flush=True)
+        print(f"     {created} GitRepositories taken by the API in {took:.1f} s", flush=True)
         exist = watched.wait_all(3 * count, started, sampler)
         at_exist = api.operator_metrics()
         settled = watched.wait_settled(3 * count, started, sampler)

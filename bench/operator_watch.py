@@ -16,10 +16,8 @@ wrong (``gitquorum_operator_stale_cache_total``: each is a watch event that neve
 
 import argparse
 import time
-from concurrent import futures
 
 from bench import kube, operator, operator_scale
-from gitquorum_testbed import agent, install
 
 NAME = "watch"
 
@@ -35,11 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
-    bed = operator.testbed()
-    api = kube.Kube(bed)
-    print("   installing the chart and restarting the operator (on node-system)", flush=True)
-    install.install_chart(bed, node_loss_grace=operator.NODE_LOSS_GRACE)
-    api.restart_operator()
+    bed, api = operator.installed()
     with api.namespace("watch-before") as namespace:
         before = api.create_ready(namespace)
     print(f"   before the burst: Ready in {before:.1f} s", flush=True)
@@ -51,7 +45,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     try:
         with api.namespace("watch-burst") as burst:
             started = time.monotonic()
-            _burst(api, burst, args.watch_repositories)
+            operator_scale.create_hollow(api, burst, args.watch_repositories, prefix="b")
             print(
                 f"   burst: {args.watch_repositories} GitRepositories taken by the API in "
                 f"{time.monotonic() - started:.1f} s",
@@ -71,30 +65,6 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         flush=True,
     )
     return {"ready_after_burst": after / before}
-
-
-def _burst(api: kube.Kube, namespace: str, count: int) -> None:
-    spec = {
-        "placement": {
-            "nodeSelector": {operator_scale.POOL_LABEL: operator_scale.POOL},
-            "tolerations": [
-                {"key": agent.HOLLOW_KEY, "operator": "Exists", "effect": "NoSchedule"}
-            ],
-        }
-    }
-    with futures.ThreadPoolExecutor(operator_scale.THREADS) as pool:
-        list(
-            pool.map(
-                lambda i: api.custom.create_namespaced_custom_object(
-                    kube.GROUP,
-                    kube.VERSION,
-                    namespace,
-                    kube.PLURAL,
-                    kube.repository_manifest(f"b{i:04d}", spec),
-                ),
-                range(count),
-            )
-        )
 
 
 def _stale(api: kube.Kube) -> float:
