@@ -85,9 +85,9 @@ def _window(api: kube.Kube, seconds: float) -> tuple[Counts, float]:
 
 def _requests(api: kube.Kube) -> Counts:
     """``apiserver_request_total`` summed by verb and resource, watches left out."""
-    response = api.api_client.call_api(
-        "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False
-    )[0]
+    host = api.api_client.configuration.host
+    response = api.api_client.call_api("GET", f"{host}/metrics")
+    response.read()
     totals: Counts = collections.defaultdict(float)
     for line in response.data.decode().splitlines():
         if not line.startswith("apiserver_request_total{"):
