@@ -117,14 +117,14 @@ class Ensuring(context.Context):
         """(username, password) that may push, or why there are none."""
         namespace = body["metadata"]["namespace"]
         repository = body["metadata"]["name"]
-        if spec.credentials_secret is None:
-            generated = {"username": GENERATED_USER, "password": secrets.token_urlsafe(24)}
-            manifest = manifests.secret(body, names.credentials_secret(repository), generated)
-            await asyncio.to_thread(self.kube.create, namespace, manifest)
-            name = names.credentials_secret(repository)
-        else:
-            name = spec.credentials_secret
+        name = spec.credentials_secret or names.credentials_secret(repository)
         data = await asyncio.to_thread(self.kube.read_secret, namespace, name)
+        if data is None and spec.credentials_secret is None:
+            # Read first, made only when missing: a resync of a steady repository is one read.
+            generated = {"username": GENERATED_USER, "password": secrets.token_urlsafe(24)}
+            manifest = manifests.secret(body, name, generated)
+            await asyncio.to_thread(self.kube.create, namespace, manifest)
+            data = await asyncio.to_thread(self.kube.read_secret, namespace, name)
         if data is None:
             return f"credentials Secret {name} does not exist"
         if not data.get("username") or not data.get("password"):
