@@ -10,6 +10,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from gitquorum.kube import lease
+from tests import waiting
 
 pytestmark = pytest.mark.unit
 
@@ -94,3 +95,22 @@ def test_lease_concurrent_writers_one_wins():
     late.api.read_namespaced_lease = lambda name, namespace: copy.deepcopy(seen_by_c)  # type: ignore[method-assign]
     assert late.try_take() is False
     assert store.stored.spec.holder_identity == "b"
+
+
+def test_lease_lost_process_exits_even_if_shutdown_hangs() -> None:
+    from gitquorum.kube import running  # kopf loads only for this test
+
+    exited: list[int] = []
+    running.exit_if_still_running(0.05, exit=exited.append)
+    waiting.until("the watchdog to end the process", lambda: exited, timeout=5, interval=0.01)
+    assert exited == [1]
+
+
+def test_lease_lost_watchdog_never_holds_a_clean_exit_back() -> None:
+    from gitquorum.kube import running
+
+    timer = running.exit_if_still_running(3600, exit=lambda code: None)
+    try:
+        assert timer.daemon
+    finally:
+        timer.cancel()

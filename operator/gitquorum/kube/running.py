@@ -3,8 +3,10 @@
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
@@ -29,6 +31,37 @@ class Options:
     leader_timeout: float
     max_concurrent_updates: int = 2
     max_maintenance_per_node: int = 1
+
+
+LOST_LEASE_EXIT_SECONDS = 10.0
+"""After losing its Lease, the process exits within this long, whatever still runs."""
+
+
+def _exit_now(status: int) -> None:
+    logging.shutdown()  # the log says why before the process goes
+    os._exit(status)
+
+
+def exit_if_still_running(
+    seconds: float, *, exit: Callable[[int], object] = _exit_now
+) -> threading.Timer:
+    """Ends the process with status 1 in ``seconds`` unless it has ended by then.
+
+    A process that lost its Lease must be gone soon, so that its container restarts as a
+    standby: seen on the testbed, kopf's shutdown after an API server restart waited on
+    cancelled daemons and threads stuck in calls to that API server for over 90 s, and the
+    repository's status stood still meanwhile. A daemon thread, so a clean exit never waits
+    for it.
+    """
+
+    def now() -> None:
+        log.error("still running %.0f s after the lease was lost: exiting now", seconds)
+        exit(1)
+
+    timer = threading.Timer(seconds, now)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -> int:
@@ -113,6 +146,7 @@ async def _act(
     await asyncio.wait({keeping, operator}, return_when=asyncio.FIRST_COMPLETED)
     if keeping.done() and not stop.is_set():
         stop.set()  # the lease is gone: another instance may act now, this one must not
+        exit_if_still_running(LOST_LEASE_EXIT_SECONDS)
         await operator
         return 1
     keeping.cancel()
