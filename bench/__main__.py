@@ -21,6 +21,7 @@ BENCHMARKS = {
     "backup": "bench.backup",
     "maintenance": "bench.maintenance",
     "rejoin": "bench.rejoin",
+    "webhooks": "bench.webhooks",
 }
 
 
