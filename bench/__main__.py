@@ -22,6 +22,7 @@ BENCHMARKS = {
     "maintenance": "bench.maintenance",
     "rejoin": "bench.rejoin",
     "webhooks": "bench.webhooks",
+    "ssh-clone": "bench.ssh_clone",
 }
 
 

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from gitquorum.server import auth, passwords
 
@@ -36,8 +36,11 @@ class Served:
 
 
 @contextlib.contextmanager
-def gitquorum(root: pathlib.Path, work: pathlib.Path, env: dict[str, str]) -> Iterator[Served]:
-    """``gitquorum serve`` with an auth file (default hash cost) and anonymous read."""
+def gitquorum(
+    root: pathlib.Path, work: pathlib.Path, env: dict[str, str], extra: Sequence[str] = ()
+) -> Iterator[Served]:
+    """``gitquorum serve`` with an auth file (default hash cost) and anonymous read; ``extra``
+    arguments after those (SSH's, say)."""
     auth_file = work / "users"
     secret = passwords.hash_token(USER[1].encode())
     auth_file.write_text(auth.render(USER[0], secret, permission=auth.Permission.WRITE) + "\n")
@@ -56,6 +59,7 @@ def gitquorum(root: pathlib.Path, work: pathlib.Path, env: dict[str, str]) -> It
         "--anonymous-read",
         "--log-level",
         "INFO",
+        *extra,
     ]  # as in production: one log line per request
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
