@@ -17,11 +17,16 @@ client's commands and pack, until it closes its side, are then exactly a statele
 request body, handed to ``services.receive_pack``, whose answer (report-status, side-band)
 goes back on the session. A client with nothing to push sends a flush alone and is done.
 
-On a replica (:class:`Routing`), a fetch is served only while the replica serves reads; a
-push that reaches a follower is relayed, byte for byte from the start of the session, to the
-leader's SSH server, which holds the repository's host key too: the follower logs in there
-with that key, as a peer, and names the client's key in an environment variable that the
-leader believes from a peer only. The leader then serves it like a push made to it.
+On a replica (:class:`Routing`), a session the replica cannot serve itself is relayed, as
+HTTP forwards a request (``replication.forwarding``): a push that reaches a follower, and a
+fetch that reaches a replica without a valid read lease (behind, rebuilding, cut off from
+the leader, damaged). The whole session, byte for byte from its start, goes to the leader's
+SSH server, which holds the repository's host key too: the replica logs in there with that
+key, as a peer, and names the client's key in an environment variable that the leader
+believes from a peer only. The leader then serves it like a session made to it. While the
+leader changes and none is known yet, the session is held, up to :attr:`Routing.hold`
+seconds, until one is; a relayed session carries the number of replicas it passed through
+and is relayed at most ``MAX_HOPS`` times.
 """
 
 import asyncio
@@ -55,9 +60,10 @@ access_log = logging.getLogger("gitquorum.access")
 USER = "git"
 """The one user name SSH clients log in as, as on every git hosting service."""
 FORWARDED_FOR = "GITQUORUM_FORWARDED_FOR"
-"""Set by a follower relaying a push: the label of the client's key (believed from a peer only)."""
+"""Set by a replica relaying a session: the label of the client's key (believed from a peer
+only)."""
 FORWARDED_HOPS = "GITQUORUM_FORWARDED_HOPS"
-"""How many replicas a relayed push passed through, so that it cannot go round in circles."""
+"""How many replicas a relayed session passed through, so that it cannot go round in circles."""
 MAX_HOPS = 3
 """A client's replica, a deposed leader, the new leader: the longest path a switchover makes."""
 HOLD_POLL = 0.02
@@ -98,13 +104,13 @@ class Routing:
     writable: Callable[[], bool]
     """Whether this replica leads and takes writes now."""
     in_transition: Callable[[], bool]
-    """Whether the leader is changing, so that a push should wait a little, not fail."""
+    """Whether the leader is changing, so that a session should wait a little, not fail."""
     leader_host: Callable[[], str | None]
     """The host of the leader when it is another replica, else None."""
     admitted: Callable[[], contextlib.AbstractContextManager[None]]
     """Counts a push served here, so that a hand-off waits for it."""
     hold: float
-    """Seconds a push waits for a leader while the leader changes."""
+    """Seconds a session waits for a leader while the leader changes."""
 
 
 @dataclasses.dataclass
@@ -247,17 +253,17 @@ class SshServer:
             label = _forwarded_label(environment.get(FORWARDED_FOR))
             session.key = f"{label} (via a peer)"
         client = clients.Client(user=label, address=session.address, protocol=protocol)
-        if service is smarthttp.Service.UPLOAD_PACK:
-            repository = await self._repository(path, service, session)
-            return await self._upload_pack(process, repository, client, session)
-        if not identity.permission.allows(auth.Permission.WRITE):
+        pushing = service is smarthttp.Service.RECEIVE_PACK
+        if pushing and not identity.permission.allows(auth.Permission.WRITE):
             raise errors.Forbidden(f"the key {identity.label} may only read")
         hops = _hops(environment.get(FORWARDED_HOPS)) if identity.peer else 0
-        leader = await self._route_push(hops)
+        leader = await self._route(pushing=pushing, hops=hops, session=session)
         if leader is not None:
             return await self._relay(process, leader, client=client, hops=hops, session=session)
         repository = await self._repository(path, service, session)
-        return await self._receive_pack(process, repository, client, session)
+        if pushing:
+            return await self._receive_pack(process, repository, client, session)
+        return await self._upload_pack(process, repository, client, session)
 
     async def _repository(
         self, path: str, service: smarthttp.Service, session: Session
@@ -279,8 +285,6 @@ class SshServer:
         client: clients.Client,
         session: Session,
     ) -> int:
-        if self._routing is not None and not self._routing.readable():
-            raise errors.Unavailable("this replica is not in sync; retry")
         service = smarthttp.Service.UPLOAD_PACK
         args = [service.command, "--strict", str(repository.path)]
         env = client.environment(service)
@@ -325,24 +329,28 @@ class SshServer:
                 await _send(chunks, process.stdout, session)
         return 0
 
-    # -- a push on a follower -----------------------------------------------------------------
+    # -- a session this replica cannot serve ----------------------------------------------------
 
-    async def _route_push(self, hops: int) -> str | None:
-        """None to serve the push here, or the leader's host to relay it to."""
+    async def _route(self, *, pushing: bool, hops: int, session: Session) -> str | None:
+        """None to serve the session here, or the leader's host to relay it to; holds while
+        the leader changes and none can take it yet."""
         routing = self._routing
         if routing is None:
             return None
+        serves = routing.writable if pushing else routing.readable
         deadline = time.monotonic() + routing.hold
+        held = False
         while True:
-            if routing.writable():
+            if serves():
                 return None
             leader = routing.leader_host()
             if leader is not None and hops < MAX_HOPS:
                 return leader
             if not routing.in_transition() or time.monotonic() >= deadline:
-                raise errors.Unavailable(
-                    "this replica cannot take the push and knows no leader; retry"
-                )
+                raise errors.Unavailable(_why(pushing=pushing, leader=leader, hops=hops))
+            if not held:
+                held = True
+                log.debug("ssh: holding %s while the leader changes", session.command)
             await asyncio.sleep(HOLD_POLL)
 
     async def _relay(
@@ -463,6 +471,13 @@ def _host_key(path: pathlib.Path | None) -> asyncssh.SSHKey:
         raise errors.ConfigError(f"cannot read the SSH host key {path}: {error}") from error
 
 
+def _why(*, pushing: bool, leader: str | None, hops: int) -> str:
+    what = "cannot take the push" if pushing else "is not in sync"
+    if leader is None:
+        return f"this replica {what} and knows no leader; retry"
+    return f"this replica {what}; the session was relayed {hops} times already; retry"
+
+
 def _forwarded_label(value: str | None) -> str:
     if not value or len(value) > MAX_LABEL_LENGTH or not value.isprintable():
         raise Refused(f"a peer must name the client in {FORWARDED_FOR}")
@@ -471,7 +486,7 @@ def _forwarded_label(value: str | None) -> str:
 
 def _hops(value: str | None) -> int:
     if value is None or not value.isdigit() or int(value) > MAX_HOPS:
-        raise Refused(f"a peer must say how often the push was forwarded in {FORWARDED_HOPS}")
+        raise Refused(f"a peer must say how often the session was relayed in {FORWARDED_HOPS}")
     return int(value)
 
 
