@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gitquorum.kube import api, names, planning, rolling, sshaccess, status
+from gitquorum.kube import api, names, planning, polling, rolling, sshaccess, status
 from gitquorum.kube.metrics import OperatorMetrics
 from gitquorum.kube.spec import RepositorySpec
 from gitquorum.replication import peerclient
@@ -44,6 +44,9 @@ class Settings:
     max_maintenance_per_node: int = 1
     """Replicas (of all repositories) that maintain or scrub on one node at a time, for
     repositories with a maintenance window."""
+    follower_poll_interval: float = 10.0
+    """Seconds a steady follower's last report may stand, confirmed by its leader's view of it,
+    before it is asked again (``polling``): a steady pass asks the leader alone."""
     resync_interval: float = 60.0
     """Seconds between checks of the objects around the replicas (Secrets, Service, PDB,
     NetworkPolicy) while the spec does not change: a steady pass makes no API request."""
@@ -73,6 +76,10 @@ class Memory:
     known_hosts: str = ""
     """The known_hosts line of the repository's SSH host key, for the status."""
     last_answer: dict[str, float] = dataclasses.field(default_factory=dict)
+    asked: dict[str, polling.Asked] = dataclasses.field(default_factory=dict)
+    """Each replica's report as it last gave it itself (``polling``)."""
+    settled: bool = False
+    """The previous pass decided nothing: steady followers need not be asked (``polling``)."""
     last_event: str = ""
     cordoned_since: dict[str, float] = dataclasses.field(default_factory=dict)
     """Since when (monotonic) each replica has waited for its cordoned node."""

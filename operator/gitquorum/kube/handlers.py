@@ -1,8 +1,9 @@
 """kopf wiring: watches, caches and one reconcile loop per GitRepository.
 
-Pods, volume claims and nodes are kept in kopf indexes (watch caches), so a pass reads no
-list from the API server; their events wake the owning repository's loop, which otherwise
-runs every few seconds (every second while replicas run, to notice a silent leader fast).
+Pods, volume claims and nodes are kept in kopf indexes (watch caches), slimmed to what a pass
+reads (``views``), so a pass reads no list from the API server; their events wake the owning
+repository's loop, which otherwise runs every few seconds (every second while replicas run,
+to notice a silent leader fast; ``polling`` keeps such a pass to one request).
 Deleting a GitRepository stops its loop, then the delete handler applies ``reclaimPolicy``
 behind kopf's finalizer.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from gitquorum.kube import api, backingup, names, reconciler, scheduling
+from gitquorum.kube import api, backingup, names, reconciler, scheduling, views
 from gitquorum.kube.spec import RepositorySpec
 
 log = logging.getLogger(__name__)
@@ -101,17 +102,17 @@ def register(
 
     @kopf.index("pods", labels=replica, registry=registry, id="replica_pods", when=ours)
     def replica_pods(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-        return {(namespace, labels[names.REPOSITORY_LABEL]): _plain(body)}
+        return {(namespace, labels[names.REPOSITORY_LABEL]): views.pod(body)}
 
     @kopf.index(
         "persistentvolumeclaims", labels=replica, registry=registry, id="replica_claims", when=ours
     )
     def replica_claims(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-        return {(namespace, labels[names.REPOSITORY_LABEL]): _plain(body)}
+        return {(namespace, labels[names.REPOSITORY_LABEL]): views.claim(body)}
 
     @kopf.index("nodes", registry=registry, id="cluster_nodes")
     def cluster_nodes(name: str, body: Any, **_: Any) -> Any:
-        return {name: _plain(body)}
+        return {name: views.node(body)}
 
     @kopf.on.event("pods", labels=replica, registry=registry, id="pod_changed", when=ours)
     def pod_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:

@@ -38,6 +38,12 @@ class OperatorMetrics:
             "version.",
             labels=("newer",),
         )
+        self.replica_reports = metrics.Counter(
+            "gitquorum_operator_replica_reports_total",
+            "Replica reports a pass used, by source: asked (an HTTP request to the replica) or "
+            "vouched (a steady follower's last report, confirmed by its leader's view of it).",
+            labels=("source",),
+        )
         self.pods_created = metrics.Counter(
             "gitquorum_operator_pods_created_total", "Replica pods created.", labels=()
         )
@@ -79,6 +85,7 @@ class OperatorMetrics:
             self.conflicts,
             self.errors,
             self.stale_cache,
+            self.replica_reports,
             self.pods_created,
             self.backups,
             self.backup_last_success,

@@ -14,13 +14,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gitquorum.kube import context, names, planning
+from gitquorum.kube import context, names, planning, polling, views
 from gitquorum.kube.spec import WAIT_FOREVER, RepositorySpec
 from gitquorum.replication import peerclient, reports
 
 log = logging.getLogger("gitquorum.kube.reconciler")
 
-SELECTED_NODE = "volume.kubernetes.io/selected-node"
 REREAD_MAX = 120.0
 """Longest wait, in seconds, between two reads of a pod that stays doubtful while its
 cache is right: kopf restarts a stalled watch at its timeout (2 minutes) anyway."""
@@ -51,14 +50,64 @@ class Observing(context.Context):
             )
             for name in everything
         }
-        answers = await asyncio.gather(*(self._report(item, memory) for item in observed.values()))
+        answers = await self._gather_reports(durable, list(observed.values()), memory)
         now = self.clock()
-        for item, answer in zip(list(observed.values()), answers, strict=True):
-            if answer is not None:
-                memory.last_answer[item.name] = now
+        for item in list(observed.values()):
             silent = now - memory.last_answer.get(item.name, self.started)
-            observed[item.name] = dataclasses.replace(item, report=answer, silent=silent)
+            observed[item.name] = dataclasses.replace(
+                item, report=answers.get(item.name), silent=silent
+            )
         return observed
+
+    async def _gather_reports(
+        self, durable: planning.Durable, items: list[planning.Observed], memory: context.Memory
+    ) -> dict[str, reports.ReplicaStatus]:
+        """Every replica's report: asked of the leader and of any follower its leader cannot
+        vouch for (``polling``), in at most two rounds."""
+        for gone in set(memory.asked) - {item.name for item in items}:
+            del memory.asked[gone]
+        maybe_vouched = [
+            item
+            for item in items
+            if memory.settled and item.name != durable.leader and item.name in memory.asked
+        ]
+        first = [item for item in items if item not in maybe_vouched]
+        answers = await self._ask(first, memory)
+        leader = answers.get(durable.leader or "")
+        now = self.clock()
+        second = []
+        for item in maybe_vouched:
+            report = polling.vouched(
+                memory.asked.get(item.name),
+                item=item,
+                leader=leader,
+                now=now,
+                interval=self.settings.follower_poll_interval,
+            )
+            if report is None:
+                second.append(item)
+                continue
+            answers[item.name] = report
+            memory.last_answer[item.name] = now
+            self.metrics.replica_reports.inc(("vouched",))
+        answers.update(await self._ask(second, memory))
+        return answers
+
+    async def _ask(
+        self, items: list[planning.Observed], memory: context.Memory
+    ) -> dict[str, reports.ReplicaStatus]:
+        answers = await asyncio.gather(*(self._report(item, memory) for item in items))
+        now = self.clock()
+        heard: dict[str, reports.ReplicaStatus] = {}
+        for item, answer in zip(items, answers, strict=True):
+            if answer is None or item.ip is None:
+                memory.asked.pop(item.name, None)
+                continue
+            heard[item.name] = answer
+            memory.last_answer[item.name] = now
+            memory.asked[item.name] = polling.Asked(answer, item.ip, now)
+            self.metrics.replica_reports.inc(("asked",))
+        return heard
 
     async def _reread_doubtful(
         self, by_pod: Mapping[str, context.Body], memory: context.Memory
@@ -127,7 +176,7 @@ class Observing(context.Context):
         if pod is not None:
             node = (pod.get("spec") or {}).get("nodeName")
         if node is None and claim is not None:
-            node = ((claim["metadata"].get("annotations")) or {}).get(SELECTED_NODE)
+            node = ((claim["metadata"].get("annotations")) or {}).get(views.SELECTED_NODE)
         pod_status = (pod or {}).get("status") or {}
         conditions = {c.get("type"): c for c in pod_status.get("conditions") or ()}
         scheduled = conditions.get("PodScheduled") or {}

@@ -121,8 +121,9 @@ class Reconciler(
             body, durable, update = await self._update(
                 body, durable, observed, spec, memory, revision
             )
+        configured = False
         if durable.leader is not None and durable.term > 0:
-            await self._configure(durable, observed, memory)
+            configured = await self._configure(durable, observed, memory)
             await self._permit_upkeep(body, spec, observed, memory)
             await self._bootstrap(body, durable, observed, memory)
         self._report_divergence(body, durable, observed, memory)
@@ -133,6 +134,12 @@ class Reconciler(
         await self._converge(body, durable, observed, pods, claims, spec)
         await self._write(
             body, durable, observed, spec, memory, context.Notes(blocked, revision, update)
+        )
+        memory.settled = (
+            step is None
+            and update.action in (rolling.Action.NONE, rolling.Action.REPORT)
+            and not configured
+            and all(observed[name].report is not None for name in durable.member_names)
         )
         busy = any(item.ip for item in observed.values()) or (step is not None)
         return self.settings.busy_interval if busy else self.settings.idle_interval
@@ -231,7 +238,9 @@ class Reconciler(
         durable: planning.Durable,
         observed: Mapping[str, planning.Observed],
         memory: context.Memory,
-    ) -> None:
+    ) -> bool:
+        """Gives each member whose configuration is not the wanted one the wanted one;
+        returns whether any needed it."""
         wanted = planning.configuration(durable, observed).to_json()
         stale = [
             item
@@ -255,6 +264,7 @@ class Reconciler(
                 )
             except peerclient.PeerError as error:
                 log.info("replica %s not configured yet: %s", item.name, error)
+        return bool(stale)
 
     async def _label_serving(
         self,
