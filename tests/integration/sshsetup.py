@@ -25,6 +25,9 @@ from tests.integration import helpers, replicas
 
 T = TypeVar("T")
 
+USER = "git"
+"""The user every SSH client logs in as."""
+
 
 @dataclasses.dataclass
 class Keys:
@@ -84,6 +87,17 @@ def public(key: pathlib.Path) -> str:
     return (key.parent / f"{key.name}.pub").read_text().strip()
 
 
+def fingerprint(key: pathlib.Path) -> str:
+    """OpenSSH's SHA256 fingerprint of the key, as the server logs it."""
+    listed = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(key)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return listed.stdout.split()[1]
+
+
 def make_keys(base: pathlib.Path) -> Keys:
     """A host key, a writer, a reader and an RSA writer in the keys file, and a stranger."""
     made = Keys(
@@ -131,7 +145,7 @@ def start_server(
 
 
 def url(port: int, path: str, host: str = "127.0.0.1") -> str:
-    return f"ssh://git@{host}:{port}/{path}"
+    return f"ssh://{USER}@{host}:{port}/{path}"
 
 
 class PeerLinks:
