@@ -18,6 +18,7 @@ BENCHMARKS = {
     "operator-faults": "bench.operator_faults",
     "operator-watch": "bench.operator_watch",
     "operator-idle": "bench.operator_idle",
+    "operator-scale": "bench.operator_memory",
     "backup": "bench.backup",
     "maintenance": "bench.maintenance",
     "rejoin": "bench.rejoin",

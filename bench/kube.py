@@ -175,6 +175,10 @@ class Kube:
         The pod rather than the metrics Service: under load the pod may briefly fail its
         readiness probe, and the Service then has no endpoint to forward to.
         """
+        return self.operator_get("/metrics", read_metrics)
+
+    def operator_get(self, path: str, read: Callable[[str], T]) -> T:
+        """``read`` of the operator's metrics port at ``path``, retried a few times."""
         for attempt in range(METRICS_ATTEMPTS):
             running = [
                 p.status.pod_ip
@@ -182,10 +186,10 @@ class Kube:
                 if p.status.phase == "Running" and not p.metadata.deletion_timestamp
             ]
             try:
-                return read_metrics(f"http://{running[0]}:8080/metrics")
+                return read(f"http://{running[0]}:8080{path}")
             except (OSError, IndexError) as error:
                 if attempt == METRICS_ATTEMPTS - 1:
-                    raise OSError(f"the operator's /metrics did not answer: {error!r}") from error
+                    raise OSError(f"the operator's {path} did not answer: {error!r}") from error
                 time.sleep(1.0)
         raise AssertionError("unreachable")
 

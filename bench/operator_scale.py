@@ -64,7 +64,14 @@ class Scale:
     """Seconds until the same pods and claims, created directly, all existed."""
 
 
-def measure(bed: cluster.Testbed, api: kube.Kube, count: int) -> Scale:
+def measure(
+    bed: cluster.Testbed,
+    api: kube.Kube,
+    count: int,
+    while_present: Callable[[str], None] | None = None,
+) -> Scale:
+    """``while_present(namespace)``, if given, runs once the operator's repositories all have
+    their pods and claims, before they are deleted."""
     print(f"   scale: {count} GitRepositories on {HOLLOW_NODES} hollow nodes", flush=True)
     # Hollow nodes of a run that was interrupted would take part of the pods.
     left = api.core.list_node(label_selector=f"{POOL_LABEL}={POOL}").items
@@ -76,6 +83,8 @@ def measure(bed: cluster.Testbed, api: kube.Kube, count: int) -> Scale:
     try:
         with api.namespace("scale") as namespace:
             ours, objects = _operator_creates(api, namespace, count)
+            if while_present is not None:
+                while_present(namespace)
         with api.namespace("direct") as namespace:
             reference = _direct_creates(api, namespace, objects)
     finally:

@@ -68,6 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "node at a time (%(default)s)",
     )
     parser.add_argument(
+        "--trace-memory",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace Python allocations with this many frames each and serve where the memory "
+        "goes at /debug/memory on the metrics port; costs memory and CPU (0: off, the default)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
 
@@ -78,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     if args.node_loss_grace <= 0 or args.leader_timeout <= 0:
         raise errors.ConfigError("--node-loss-grace and --leader-timeout must be positive")
+    if args.trace_memory < 0:
+        raise errors.ConfigError("--trace-memory must be 0 (off) or a number of frames")
     if args.max_concurrent_updates < 1 or args.max_maintenance_per_node < 1:
         raise errors.ConfigError(
             "--max-concurrent-updates and --max-maintenance-per-node must be at least 1"
@@ -102,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 leader_timeout=args.leader_timeout,
                 max_concurrent_updates=args.max_concurrent_updates,
                 max_maintenance_per_node=args.max_maintenance_per_node,
+                trace_memory=args.trace_memory,
             ),
             signals=(signal.SIGTERM, signal.SIGINT),
         )

@@ -1,10 +1,12 @@
-"""The operator's Prometheus metrics and its health endpoint (``/metrics``, ``/healthz``)."""
+"""The operator's Prometheus metrics and its health endpoint (``/metrics``, ``/healthz``), and
+its memory profile when tracing is on (``/debug/memory``, ``profiling``)."""
 
 import time
 from collections.abc import Callable
 
 from aiohttp import web
 
+from gitquorum.kube import profiling
 from gitquorum.server import metrics
 
 PASS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -107,7 +109,14 @@ def application(registry: OperatorMetrics, healthy: Callable[[], bool]) -> web.A
             return web.Response(text="ok\n")
         return web.Response(status=503, text="not healthy\n")
 
+    async def memory(request: web.Request) -> web.Response:
+        profile = profiling.take()
+        if profile is None:
+            return web.Response(status=404, text="memory tracing is off (--trace-memory)\n")
+        return web.json_response(profile.to_json())
+
     app = web.Application()
     app.router.add_get("/metrics", render)
     app.router.add_get("/healthz", health)
+    app.router.add_get("/debug/memory", memory)
     return app

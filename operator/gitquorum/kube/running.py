@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from gitquorum.kube import api, handlers, lease, metrics, reconciler
+from gitquorum.kube import api, handlers, lease, metrics, profiling, reconciler
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ class Options:
     leader_timeout: float
     max_concurrent_updates: int = 2
     max_maintenance_per_node: int = 1
+    trace_memory: int = 0
+    """Frames per traced allocation for ``/debug/memory`` (0: no tracing)."""
 
 
 LOST_LEASE_EXIT_SECONDS = 10.0
@@ -66,6 +68,7 @@ def exit_if_still_running(
 
 async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -> int:
     """Runs until a signal (0) or until the Lease is lost (1: restart as a waiting instance)."""
+    profiling.start(options.trace_memory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in signals:
