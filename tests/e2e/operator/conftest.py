@@ -161,3 +161,12 @@ def namespace(operator: Operator, core: client.CoreV1Api, kubectl: Kubectl) -> I
     # deleted, and would leave the finalizers of whatever was still in it.
     kubectl("delete", repos.CRD, "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def stopped(testbed: cluster.Testbed) -> Iterator[list[str]]:
+    """Nodes a test stops; started again afterwards whatever happened."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        testbed.node_start(name)

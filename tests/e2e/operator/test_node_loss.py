@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,6 @@ pytestmark = pytest.mark.e2e
 
 PUSH_ATTEMPT_SECONDS = 15
 """One push during a failover: a connection to the lost leader must not hold the loop."""
-
-
-@pytest.fixture
-def stopped(testbed: cluster.Testbed) -> Iterator[list[str]]:
-    """Nodes a test stops; started again afterwards whatever happened."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        testbed.node_start(name)
 
 
 def _serving(
