@@ -131,117 +131,96 @@ def _steady_answers() -> dict[str, dict[str, Any]]:
     }
 
 
-def _pass_parts(now: list[float]) -> tuple[reconciler.Reconciler, Durable, list[Observed]]:
-    work = reconciler.Reconciler(
-        None,  # type: ignore[arg-type]
-        reconciler.Settings(image="img", follower_poll_interval=INTERVAL),
-        events=lambda *args: None,
-        metrics=OperatorMetrics(repositories=lambda: 0, leading=lambda: 1),
-        clock=lambda: now[0],
-    )
-    durable = Durable(
-        term=2, leader="r-1", members=tuple(Member(f"r-{i}", True) for i in (1, 2, 3))
-    )
-    items = [Observed(f"r-{i}", pod=True, ip=f"10.0.0.{i}") for i in (1, 2, 3)]
-    return work, durable, items
+class Steady:
+    """A settled 3-replica repository whose leader r-1 vouches for r-2 and r-3, after one pass
+    that asked everyone; ``gather`` runs the next pass's gathering a second later."""
 
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.work = reconciler.Reconciler(
+            None,  # type: ignore[arg-type]
+            reconciler.Settings(image="img", follower_poll_interval=INTERVAL),
+            events=lambda *args: None,
+            metrics=OperatorMetrics(repositories=lambda: 0, leading=lambda: 1),
+            clock=lambda: self.now,
+        )
+        self.durable = Durable(
+            term=2, leader="r-1", members=tuple(Member(f"r-{i}", True) for i in (1, 2, 3))
+        )
+        self.items = [Observed(f"r-{i}", pod=True, ip=f"10.0.0.{i}") for i in (1, 2, 3)]
+        self.answers = _steady_answers()
+        self.peers = FakePeers(self.answers)
+        self.memory = reconciler.Memory(peers=self.peers)  # type: ignore[arg-type]
+        self.first = self.gather(after=0.0)
+        self.memory.settled = True
 
-def _gather(
-    work: reconciler.Reconciler, durable: Durable, items: list[Observed], memory: Any
-) -> dict[str, reports.ReplicaStatus]:
-    return asyncio.run(work._gather_reports(durable, items, memory))
+    def gather(
+        self, *, after: float = 1.0, items: list[Observed] | None = None
+    ) -> dict[str, reports.ReplicaStatus]:
+        self.now += after
+        self.peers.asked.clear()
+        return asyncio.run(
+            self.work._gather_reports(self.durable, items or self.items, self.memory)
+        )
 
 
 def test_polling_steady_pass_asks_the_leader_alone() -> None:
-    now = [100.0]
-    work, durable, items = _pass_parts(now)
-    peers = FakePeers(_steady_answers())
-    memory = reconciler.Memory(peers=peers)  # type: ignore[arg-type]
-    assert set(_gather(work, durable, items, memory)) == {"r-1", "r-2", "r-3"}
-    assert sorted(peers.asked) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "not settled yet"
-    memory.settled = True
+    steady = Steady()
+    assert set(steady.first) == {"r-1", "r-2", "r-3"}
+    assert sorted(steady.peers.asked) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "not settled yet"
     for _ in range(5):
-        now[0] += 1.0
-        peers.asked.clear()
-        answers = _gather(work, durable, items, memory)
-        assert peers.asked == ["10.0.0.1"]
+        answers = steady.gather()
+        assert steady.peers.asked == ["10.0.0.1"]
         assert {name: report.state for name, report in answers.items()} == dict.fromkeys(
             ("r-1", "r-2", "r-3"), "InSync"
         )
-        assert memory.last_answer["r-3"] == now[0]
-    now[0] += INTERVAL
-    peers.asked.clear()
-    _gather(work, durable, items, memory)
-    assert sorted(peers.asked) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "reports too old"
+        assert steady.memory.last_answer["r-3"] == steady.now
+    steady.gather(after=INTERVAL)
+    assert sorted(steady.peers.asked) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"], "reports too old"
 
 
 def test_polling_silent_leader_makes_the_pass_ask_every_follower() -> None:
-    now = [100.0]
-    work, durable, items = _pass_parts(now)
-    answers = _steady_answers()
-    peers = FakePeers(answers)
-    memory = reconciler.Memory(peers=peers, settled=True)  # type: ignore[arg-type]
-    _gather(work, durable, items, memory)
-    del answers["10.0.0.1"]
-    now[0] += 1.0
-    peers.asked.clear()
-    heard = _gather(work, durable, items, memory)
-    assert sorted(peers.asked) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    steady = Steady()
+    del steady.answers["10.0.0.1"]
+    heard = steady.gather()
+    assert sorted(steady.peers.asked) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     assert set(heard) == {"r-2", "r-3"}
-    assert "r-1" not in memory.asked
+    assert "r-1" not in steady.memory.asked
 
 
 def test_polling_follower_the_leader_lost_is_asked_itself() -> None:
-    now = [100.0]
-    work, durable, items = _pass_parts(now)
-    answers = _steady_answers()
-    peers = FakePeers(answers)
-    memory = reconciler.Memory(peers=peers, settled=True)  # type: ignore[arg-type]
-    _gather(work, durable, items, memory)
+    steady = Steady()
+    leader = steady.answers["10.0.0.1"]
     lost = {"reachable": False, "generation": 6, "inSync": False, "error": "timed out"}
-    leading = dict(answers["10.0.0.1"]["leading"])
-    leading["followers"] = {**leading["followers"], "r-3": lost}
-    answers["10.0.0.1"] = {**answers["10.0.0.1"], "leading": leading}
-    answers["10.0.0.3"] = _answer("r-3", leader="r-1", state="Behind", generation=6)
-    now[0] += 1.0
-    peers.asked.clear()
-    heard = _gather(work, durable, items, memory)
-    assert sorted(peers.asked) == ["10.0.0.1", "10.0.0.3"]
+    followers = {**leader["leading"]["followers"], "r-3": lost}
+    steady.answers["10.0.0.1"] = {
+        **leader,
+        "leading": {**leader["leading"], "followers": followers},
+    }
+    steady.answers["10.0.0.3"] = _answer("r-3", leader="r-1", state="Behind", generation=6)
+    heard = steady.gather()
+    assert sorted(steady.peers.asked) == ["10.0.0.1", "10.0.0.3"]
     assert (heard["r-3"].state, heard["r-3"].generation) == ("Behind", 6)
 
 
 def test_polling_replaced_pod_is_asked_at_its_new_address() -> None:
-    now = [100.0]
-    work, durable, items = _pass_parts(now)
-    answers = _steady_answers()
-    peers = FakePeers(answers)
-    memory = reconciler.Memory(peers=peers, settled=True)  # type: ignore[arg-type]
-    _gather(work, durable, items, memory)
-    answers["10.0.0.4"] = answers.pop("10.0.0.2")
-    moved = [*items[:1], dataclasses.replace(items[1], ip="10.0.0.4"), items[2]]
-    now[0] += 1.0
-    peers.asked.clear()
-    _gather(work, durable, moved, memory)
-    assert sorted(peers.asked) == ["10.0.0.1", "10.0.0.4"]
-    assert memory.asked["r-2"].ip == "10.0.0.4"
+    steady = Steady()
+    steady.answers["10.0.0.4"] = steady.answers.pop("10.0.0.2")
+    moved = [steady.items[0], dataclasses.replace(steady.items[1], ip="10.0.0.4"), steady.items[2]]
+    steady.gather(items=moved)
+    assert sorted(steady.peers.asked) == ["10.0.0.1", "10.0.0.4"]
+    assert steady.memory.asked["r-2"].ip == "10.0.0.4"
 
 
 def test_polling_forgets_replicas_no_longer_observed() -> None:
-    now = [100.0]
-    work, durable, items = _pass_parts(now)
-    memory = reconciler.Memory(peers=FakePeers(_steady_answers()))  # type: ignore[arg-type]
-    _gather(work, durable, items, memory)
-    _gather(work, durable, items[:2], memory)
-    assert set(memory.asked) == {"r-1", "r-2"}
+    steady = Steady()
+    steady.gather(items=steady.items[:2])
+    assert set(steady.memory.asked) == {"r-1", "r-2"}
 
 
 def test_polling_unsettled_pass_asks_everyone() -> None:
-    now = [100.0]
-    work, durable, items = _pass_parts(now)
-    peers = FakePeers(_steady_answers())
-    memory = reconciler.Memory(peers=peers)  # type: ignore[arg-type]
+    steady = Steady()
+    steady.memory.settled = False
     for _ in range(3):
-        peers.asked.clear()
-        _gather(work, durable, items, memory)
-        assert sorted(peers.asked) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
-        now[0] += 1.0
+        steady.gather()
+        assert sorted(steady.peers.asked) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]

@@ -6,6 +6,8 @@ and any other reserved node are tainted, so replicas never land there.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kubernetes import client
 
 from gitquorum_testbed import cluster
@@ -46,3 +48,16 @@ def ensure_workers(testbed: cluster.Testbed, core: client.CoreV1Api, count: int)
 def zone(core: client.CoreV1Api, node: str) -> str:
     labels = core.read_node(node).metadata.labels or {}
     return str(labels.get("topology.kubernetes.io/zone", ""))
+
+
+def stop_leader(
+    testbed: cluster.Testbed, status: dict[str, Any], stopped: list[str]
+) -> dict[str, Any]:
+    """Stops the node of the leader ``status`` names (noted in ``stopped``, the fixture that
+    starts it again); returns the leader's entry of ``status.replicaStatuses``."""
+    leader: dict[str, Any] = next(
+        entry for entry in status["replicaStatuses"] if entry["name"] == status["leader"]
+    )
+    stopped.append(leader["node"])
+    testbed.node_stop(leader["node"])
+    return leader

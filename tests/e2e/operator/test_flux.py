@@ -22,7 +22,7 @@ from kubernetes import client
 from gitquorum_testbed import cluster, flux
 from tests import waiting
 from tests.conftest import Kubectl
-from tests.e2e.operator import repos
+from tests.e2e.operator import nodes, repos
 
 pytestmark = [
     pytest.mark.e2e,
@@ -173,9 +173,7 @@ def test_flux_follows_a_repository_through_the_loss_of_its_leaders_node(
 ) -> None:
     followed = Followed(kubectl, api_client, core, namespace, tmp_path)
     before = followed.repository.wait_in_sync(3)
-    leader = next(e for e in before["replicaStatuses"] if e["name"] == before["leader"])
-    stopped.append(leader["node"])
-    testbed.node_stop(leader["node"])
+    leader = nodes.stop_leader(testbed, before, stopped)
 
     # The push that Flux must see is acknowledged by the replicas left, under a new leader.
     after_loss = followed.work.commit()

@@ -98,10 +98,7 @@ def test_leader_node_stopped_new_leader_takes_pushes_without_losing_any(
     acknowledged = [work.commit()]
     work.push(url)
     before = repository.wait_in_sync(3)
-    leader = next(e for e in before["replicaStatuses"] if e["name"] == before["leader"])
-
-    stopped.append(leader["node"])
-    testbed.node_stop(leader["node"])
+    leader = nodes.stop_leader(testbed, before, stopped)
     started = time.monotonic()
     deadline = started + 120
     failures: list[str] = []
