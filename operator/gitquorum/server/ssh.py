@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import pathlib
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -439,6 +440,7 @@ class _Connection(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         peer = conn.get_extra_info("peername")
         self.address = str(peer[0]) if peer else "-"
+        _acknowledge_at_once(conn)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -449,6 +451,34 @@ class _Connection(asyncssh.SSHServer):
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         self.identity = await self._server.identify(username, key)
         return self.identity is not None
+
+
+def _acknowledge_at_once(conn: asyncssh.SSHServerConnection) -> None:
+    """Every segment the client sends is acknowledged as soon as it is read.
+
+    OpenSSH's client keeps Nagle's algorithm on for a session without a terminal, as git's
+    are: it holds a small packet back while an earlier one is unacknowledged. Linux delays
+    an acknowledgement (40 ms) when the receiver has nothing to send back, which is the
+    case twice in every handshake (after the client's KEXINIT, and after its NEWKEYS, each
+    followed at once by another packet). Measured on loopback with OpenSSH 9.2, a
+    ``git ls-remote`` took 85 ms over SSH against 21 ms over HTTP, 80 ms of it in those two
+    waits; with this, 29 ms. TCP_QUICKACK after each read sends the pending acknowledgement
+    at once (it is not sticky, hence each read). asyncssh has no hook for it, so the
+    connection's own ``data_received`` is wrapped.
+    """
+    sock = conn.get_extra_info("socket")
+    quickack = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+    if sock is None or quickack is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    received = conn.data_received
+
+    def data_received(data: bytes, datatype: asyncssh.DataType = None) -> None:
+        with contextlib.suppress(OSError):  # a socket closing under us: nothing to acknowledge
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        received(data, datatype)
+
+    # The transport calls the protocol's data_received: an attribute of the instance wins.
+    setattr(conn, "data_received", data_received)  # noqa: B010
 
 
 def parse_command(command: str) -> tuple[smarthttp.Service, str]:
