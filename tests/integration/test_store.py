@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from gitquorum.replication import store, transactions
+from gitquorum import errors
+from gitquorum.replication import state, store, transactions
 from gitquorum.server import settings, spawning
 from tests.integration.helpers import Git
 
@@ -134,3 +135,57 @@ def test_store_restart_removes_locks_a_killed_git_left(git: Git, tmp_path: pathl
     assert again.state.generation == 1
     assert list(again.repository.rglob("*.lock")) == []
     assert git.refs(again.repository) == {c.ref: c.new for c in transaction.changes}
+
+
+@pytest.mark.parametrize("source", ["linked", "received"])
+def test_store_records_a_prepared_transaction_with_its_files_then_applies_it(
+    git: Git, tmp_path: pathlib.Path, source: str
+) -> None:
+    """The leader links a push's files and a follower writes those it received in the same
+    step as the record (``record_prepared``); a restart then holds both, and the commit moves
+    the refs in one thread hop."""
+    transaction, packs = _transaction(git, tmp_path)
+    data = tmp_path / "data"
+
+    async def scenario() -> tuple[store.Store, store.Store]:
+        local = _store(data)
+        await local.open()
+        if source == "linked":
+            await local.record_prepared(transaction, link_from=packs)
+        else:
+            contents = [(packs / f.name).read_bytes() for f in transaction.files]
+            await local.record_prepared(transaction, contents=contents)
+        restarted = _store(data)
+        await restarted.open()
+        await restarted.apply(transaction, check_old=True)
+        return local, restarted
+
+    local, restarted = asyncio.run(scenario())
+    assert local.state.prepared == transaction
+    assert restarted.state.generation == 1
+    assert restarted.state.prepared is None
+    assert git.refs(restarted.repository) == {c.ref: c.new for c in transaction.changes}
+    assert not restarted.staging_for(transaction).exists()
+    installed = {p.name for p in (restarted.repository / "objects" / "pack").iterdir()}
+    assert {f.name for f in transaction.files} <= installed
+
+
+def test_store_refuses_received_files_that_do_not_match_their_checksum(
+    git: Git, tmp_path: pathlib.Path
+) -> None:
+    transaction, packs = _transaction(git, tmp_path)
+    data = tmp_path / "data"
+    contents = [(packs / f.name).read_bytes() for f in transaction.files]
+    pack = next(i for i, f in enumerate(transaction.files) if f.name.endswith(".pack"))
+    contents[pack] = contents[pack][:-1] + bytes([contents[pack][-1] ^ 1])
+
+    async def scenario() -> store.Store:
+        local = _store(data)
+        await local.open()
+        with pytest.raises(errors.ReplicationError, match="checksum"):
+            await local.record_prepared(transaction, contents=contents)
+        return local
+
+    local = asyncio.run(scenario())
+    assert local.state.prepared is None
+    assert state.StateFile(data / store.STATE_FILE).load().prepared is None

@@ -229,14 +229,17 @@ class Following:
         if refusal is not None:
             return refusal
         # The files are read without the lock: a leader cut off in the middle of sending
-        # must not keep the next leader's messages waiting.
-        await self._store.stage_from_stream(transaction, files)
+        # must not keep the next leader's messages waiting. A small push's are read whole
+        # and written with the record, fsynced together; a large one's go to disk as they come.
+        contents = await self._store.receive_small(transaction, files)
+        if contents is None:
+            await self._store.stage_from_stream(transaction, files)
         async with self.lock:
             refusal = self._refuse_prepare(transaction)
             if refusal is not None:
                 transactions.discard(self._store.staging_for(transaction))
                 return refusal
-            await self._store.record_prepared(transaction)
+            await self._store.record_prepared(transaction, contents=contents)
         return self._answer(ok=True)
 
     async def _hold(

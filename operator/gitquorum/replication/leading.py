@@ -450,9 +450,22 @@ class Leadership:
                 return False
             changes = [change for change in request.changes if change.ref not in stale]
             transaction = self._transaction(changes, request.quarantine)
-            await self._store.stage_from_quarantine(transaction, request.quarantine)
+            contents, link_from = None, None
+            if transaction.size <= store.SMALL_TRANSACTION_BYTES:
+                # A small push goes out at once, its files read here (less than a thread hop
+                # costs); this replica links them into its staging while the followers store
+                # theirs, and records them in the same step.
+                link_from = request.quarantine / "pack" if request.quarantine else None
+                contents = (
+                    transactions.read_files(link_from, transaction.files) if link_from else b""
+                )
+            else:
+                await self._store.stage_from_quarantine(transaction, request.quarantine)
             trace.step("stage")
-            if not await self._replicate(transaction, record=True, trace=trace):
+            replicated = await self._replicate(
+                transaction, record=True, trace=trace, contents=contents, link_from=link_from
+            )
+            if not replicated:
                 await self._abandon(transaction)
                 channel.reply(reason=self._no_quorum_reason())
                 return False
@@ -565,17 +578,23 @@ class Leadership:
         *,
         record: bool = False,
         trace: tracing.PushTrace | None = None,
+        contents: bytes | None = None,
+        link_from: pathlib.Path | None = None,
     ) -> bool:
         """Sends a prepared transaction to the followers; True once a majority holds it.
 
         With ``record`` the leader records it as prepared here at the same time: it counts
-        itself only once that is durable.
+        itself only once that is durable, with its files (staged already, or linked from
+        ``link_from`` as it records). The followers get ``contents`` as the files when given,
+        else the files are streamed from the staging directory.
         """
         holders: set[str] = set()
         if not record:
             holders.add(self.replica)
         pending: set[asyncio.Future[Any]] = set()
-        recording = asyncio.ensure_future(self._store.record_prepared(transaction))
+        recording = asyncio.ensure_future(
+            self._store.record_prepared(transaction, link_from=link_from)
+        )
         if record:
             pending.add(recording)
         else:
@@ -591,6 +610,7 @@ class Leadership:
                     message,
                     staging=staging,
                     files=transaction.files,
+                    contents=contents,
                     timeout=self._timing.prepare,
                 )
             ): replica
@@ -621,6 +641,8 @@ class Leadership:
                 self._spawn(_quietly(send))
         if record and not recording.done():
             await recording  # the state file must hold it before git moves anything
+            if trace is not None:
+                trace.answered("record")
         if self._stopped:
             raise errors.Fenced("a newer term took over during the push")
         return decisions.has_quorum(holders, self.voters)

@@ -76,10 +76,14 @@ class Peers:
         *,
         staging: pathlib.Path,
         files: tuple[transactions.PackFile, ...],
+        contents: bytes | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Sends a transaction with its files."""
-        body = _framed(message, staging, files)
+        """Sends a transaction with its files: streamed from ``staging``, or ``contents``,
+        the files already read (a small push: one write, sized, rather than a stream)."""
+        body: bytes | AsyncIterator[bytes] = (
+            _framed(message, staging, files) if contents is None else _header(message) + contents
+        )
         return await self._request(
             "POST", base + "/replication/prepare", data=body, timeout=timeout
         )
@@ -90,7 +94,7 @@ class Peers:
         url: str,
         *,
         json_body: Mapping[str, Any] | None = None,
-        data: AsyncIterator[bytes] | None = None,
+        data: bytes | AsyncIterator[bytes] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         limit = aiohttp.ClientTimeout(total=timeout or self._timeout)
@@ -115,8 +119,7 @@ class Peers:
 async def _framed(
     message: Mapping[str, Any], staging: pathlib.Path, files: tuple[transactions.PackFile, ...]
 ) -> AsyncIterator[bytes]:
-    header = json.dumps(message).encode()
-    yield HEADER_LENGTH.pack(len(header)) + header
+    yield _header(message)
     for file in files:
         with (staging / file.name).open("rb") as source:
             if file.size <= READ_SIZE:  # a small push: one read, no thread hop
@@ -124,3 +127,8 @@ async def _framed(
                 continue
             while chunk := await asyncio.to_thread(source.read, READ_SIZE):
                 yield chunk
+
+
+def _header(message: Mapping[str, Any]) -> bytes:
+    header = json.dumps(message).encode()
+    return HEADER_LENGTH.pack(len(header)) + header

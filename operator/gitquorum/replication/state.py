@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 from gitquorum import errors
@@ -88,11 +89,13 @@ class StateFile:
         except (ValueError, KeyError, TypeError) as error:
             raise errors.ReplicationError(f"{self.path} is unreadable: {error}") from error
 
-    def save(self, state: State) -> None:
+    def save(self, state: State, *, durable_first: Sequence[pathlib.Path] = ()) -> None:
+        """Replaces the state; ``durable_first`` (files, directories) are made durable before
+        it, in one go with the new version's temporary file (a prepared transaction's files
+        must never be missing behind a record that says they are stored)."""
         temporary = self.path.with_name(self.path.name + ".tmp")
         with temporary.open("w") as output:
             json.dump(state.to_json(), output)
-            output.flush()
-            os.fsync(output.fileno())
+        transactions.fsync_together([*durable_first, temporary])
         os.replace(temporary, self.path)
         transactions.fsync_directory(self.path.parent)

@@ -14,11 +14,12 @@ every transaction, so that comparing replicas costs nothing.
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
 import pathlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from gitquorum import errors
@@ -26,6 +27,9 @@ from gitquorum.replication import checksum, decisions, history, refstore, state,
 from gitquorum.server import spawning
 
 log = logging.getLogger(__name__)
+
+Staging = Callable[[], Sequence[pathlib.Path]]
+"""Writes a transaction's files (blocking); returns what must be fsynced for them to last."""
 
 STAGING_DIRECTORY = "transactions"
 STATE_FILE = "state.json"
@@ -142,16 +146,21 @@ class Store:
             if directory.name != keep:
                 transactions.discard(directory)
 
-    async def update(self, **changes: Any) -> None:
+    async def update(self, *, staged: Staging | None = None, **changes: Any) -> None:
         """Changes fields of the state, durably, one change at a time.
 
         Each change is derived from the state as it is when its turn comes, so concurrent
         changes (a new term while a transaction is prepared) never undo each other.
+        ``staged`` writes files (in the same thread as the state) that must be durable
+        before the new state is, and returns them: they are fsynced together with it.
         """
         async with self._saving:
             new = dataclasses.replace(self.state, **changes)
-            await asyncio.to_thread(self._file.save, new)
+            await asyncio.to_thread(self._save, new, staged)
             self.state = new
+
+    def _save(self, new: state.State, staged: Staging | None) -> None:
+        self._file.save(new, durable_first=staged() if staged is not None else ())
 
     async def observe_term(self, term: int, leader: str | None) -> None:
         """Records a newer term (and its leader) before anything is done under it."""
@@ -184,15 +193,11 @@ class Store:
         """A follower's copy of a push's files, read from the leader's message, checked."""
         staging = self.staging_for(transaction)
         transactions.discard(staging)
-        if transaction.size <= SMALL_TRANSACTION_BYTES:
+        contents = await self.receive_small(transaction, body)
+        if contents is not None:
             # Most pushes are small: read them whole and write, check and fsync them in one
             # thread hop rather than one per step.
-            contents = []
-            reader = _Exact(body)
-            for file in transaction.files:
-                contents.append(b"".join([chunk async for chunk in reader.take(file.size)]))
-            await reader.end()
-            await asyncio.to_thread(_write_small, staging, transaction.files, contents)
+            await asyncio.to_thread(_write_and_sync, staging, transaction.files, contents)
             return
         staging.mkdir(parents=True)
         reader = _Exact(body)
@@ -208,7 +213,35 @@ class Store:
         await reader.end()
         await asyncio.to_thread(transactions.fsync_directory, staging)
 
-    async def record_prepared(self, transaction: transactions.Transaction) -> None:
+    async def receive_small(
+        self, transaction: transactions.Transaction, body: AsyncIterator[bytes]
+    ) -> list[bytes] | None:
+        """The files of a small transaction read whole from the leader's message, for
+        ``record_prepared``; None for a large one, which ``stage_from_stream`` writes as it
+        comes."""
+        if transaction.size > SMALL_TRANSACTION_BYTES:
+            return None
+        contents = []
+        reader = _Exact(body)
+        for file in transaction.files:
+            contents.append(b"".join([chunk async for chunk in reader.take(file.size)]))
+        await reader.end()
+        return contents
+
+    async def record_prepared(
+        self,
+        transaction: transactions.Transaction,
+        *,
+        contents: list[bytes] | None = None,
+        link_from: pathlib.Path | None = None,
+    ) -> None:
+        """Records ``transaction`` as prepared, its files staged first: already (by default),
+        or now from ``contents`` (``receive_small``) or as links to ``link_from``'s files.
+
+        Files given here are written and the record with them in one thread hop, and fsynced
+        together: two rounds of fsync (all of them, then the state's rename) where staging
+        first and recording after took six in a row, on the path of every push.
+        """
         # Before any ref moves: on the leader, git moves them once this is recorded.
         self.history.record(
             change.old
@@ -216,7 +249,15 @@ class Store:
             if change.old != transactions.ZERO_ID and change.old != change.new
         )
         previous = self.state.prepared
-        await self.update(prepared=transaction)
+        staging = self.staging_for(transaction)
+        staged: Staging | None = None
+        if contents is not None:
+            staged = functools.partial(_write_small, staging, transaction.files, contents)
+        elif link_from is not None and transaction.files:
+            staged = functools.partial(
+                transactions.link_files, link_from, staging, transaction.files
+            )
+        await self.update(prepared=transaction, staged=staged)
         if previous is not None and previous.id != transaction.id:
             transactions.discard(self.staging / previous.id)
 
@@ -242,26 +283,13 @@ class Store:
         files already moved in): they are recorded, not written again.
         """
         staging = self.staging_for(transaction)
-        pack_directory = self.repository / "objects" / "pack"
         pending = [
             change
             for change in transaction.changes
             if self.refs.get(change.ref, transactions.ZERO_ID) != change.new
         ]
         to_write = [change for change in pending if change.ref not in applied_by_git]
-        if to_write:
-            await asyncio.to_thread(
-                transactions.install, staging, pack_directory, transaction.files
-            )
-        try:
-            await refstore.apply(self._runner, self.git_dir, to_write, check_old=check_old)
-        except errors.GitFailed as error:
-            raise errors.ReplicationError(
-                f"transaction {transaction.id} does not apply here: {error.message}"
-            ) from error
-        if transaction.head is not None and transaction.head != self.head:
-            await refstore.set_head(self._runner, self.git_dir, transaction.head)
-            self.head = transaction.head
+        head = transaction.head if transaction.head not in (None, self.head) else None
         async with self._saving:
             applied = dataclasses.replace(
                 self.state,
@@ -271,12 +299,64 @@ class Store:
                 last_transaction=transaction.id,
                 prepared=None,
             )
-            await asyncio.to_thread(self._file.save, applied)
+            # A follower's usual commit (refs written here, HEAD unchanged) is one thread hop;
+            # anything else, or a ref this cannot write itself, goes through git.
+            done = head is None and (check_old or not to_write)
+            if done:
+                done = await asyncio.to_thread(
+                    self._apply_here, transaction, staging, to_write, applied
+                )
+            if not done:
+                await self._apply_with_git(transaction, to_write, check_old=check_old, head=head)
+                await asyncio.to_thread(self._file.save, applied)
+                transactions.discard(staging)
             # No await from here: whoever reads the applied state sees generation, refs and
             # checksum change together, never one without the others.
             self.state = applied
             self._record_changes(pending)
+
+    def _apply_here(
+        self,
+        transaction: transactions.Transaction,
+        staging: pathlib.Path,
+        to_write: list[transactions.Change],
+        applied: state.State,
+    ) -> bool:
+        """Files, refs, generation, in this order, each durable before the next (blocking);
+        False, with the files perhaps installed and nothing else changed, when the refs are
+        left to git (``refstore.write_loose``)."""
+        if to_write:
+            transactions.install(staging, self.repository / "objects" / "pack", transaction.files)
+            if not refstore.write_loose(self.repository, to_write):
+                return False
+        self._file.save(applied)
         transactions.discard(staging)
+        return True
+
+    async def _apply_with_git(
+        self,
+        transaction: transactions.Transaction,
+        to_write: list[transactions.Change],
+        *,
+        check_old: bool,
+        head: str | None,
+    ) -> None:
+        if to_write:
+            await asyncio.to_thread(
+                transactions.install,
+                self.staging_for(transaction),
+                self.repository / "objects" / "pack",
+                transaction.files,
+            )
+        try:
+            await refstore.apply(self._runner, self.git_dir, to_write, check_old=check_old)
+        except errors.GitFailed as error:
+            raise errors.ReplicationError(
+                f"transaction {transaction.id} does not apply here: {error.message}"
+            ) from error
+        if head is not None:
+            await refstore.set_head(self._runner, self.git_dir, head)
+            self.head = head
 
     def _record_changes(self, changes: list[transactions.Change]) -> None:
         seen = [
@@ -373,17 +453,24 @@ def _check_trailer(path: pathlib.Path, size: int) -> None:
 
 def _write_small(
     staging: pathlib.Path, files: tuple[transactions.PackFile, ...], contents: list[bytes]
-) -> None:
+) -> list[pathlib.Path]:
+    """Writes checked files into a fresh staging directory; returns what to fsync."""
+    transactions.discard(staging)
     staging.mkdir(parents=True)
+    written = []
     for file, data in zip(files, contents, strict=True):
         if file.name.endswith(".pack") and not _trailer_matches(data):
             raise errors.ReplicationError(f"{file.name} does not match its checksum")
         path = staging / file.name
-        with path.open("wb") as output:
-            output.write(data)
-            output.flush()
-            os.fsync(output.fileno())
-    transactions.fsync_directory(staging)
+        path.write_bytes(data)
+        written.append(path)
+    return [*written, staging]
+
+
+def _write_and_sync(
+    staging: pathlib.Path, files: tuple[transactions.PackFile, ...], contents: list[bytes]
+) -> None:
+    transactions.fsync_together(_write_small(staging, files, contents))
 
 
 def _trailer_matches(data: bytes) -> bool:

@@ -7,16 +7,18 @@ give the steps' durations, which add up to the push's time on the server. The st
   request reaches the leader);
 - ``screen``: rules on the push itself (protected refs);
 - ``lock``: waiting for the pushes ahead (one transaction at a time);
-- ``stage``: the quarantined objects staged for the followers;
-- ``quorum``: the prepare round, until a majority (the leader counting itself once its own
-  record is durable) holds the transaction;
+- ``stage``: the push's files made ready for the followers: a small push's read (this
+  replica links its own into staging within the round, with its record), a large one's
+  hard-linked into staging and fsynced;
+- ``quorum``: the prepare round, until a majority holds the transaction and the leader's own
+  record (with its files) is durable, which git needs before it moves anything;
 - ``git-finish``: git moves objects and refs once the hook said yes, and exits;
 - ``commit``: the leader's generation recorded and every follower's commit answered (or
   its read lease lapsed).
 
 Beside the steps, times measured from the start of the prepare round: when the leader's own
-record was durable (``record``) and when each follower answered its prepare (``prepare
-<replica>``): they show which of them the quorum waited for.
+record was durable (``record``) and when each follower that counted answered its prepare
+(``prepare <replica>``): they show which of them the quorum waited for.
 
 The trace is one log line per push (``push trace ...``), which the benchmark reads back.
 """

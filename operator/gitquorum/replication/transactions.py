@@ -10,12 +10,13 @@ in the replica's data directory) until it is applied, when they move into the re
 its index, so a reader never finds an index without its pack.
 """
 
+import concurrent.futures
 import dataclasses
 import os
 import pathlib
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dulwich import refs as dulwich_refs
@@ -208,7 +209,16 @@ def link_into(source: pathlib.Path, staging: pathlib.Path, files: Iterable[PackF
 
     Linking keeps them when git removes its quarantine, at no copying cost.
     """
+    fsync_together(link_files(source, staging, files))
+
+
+def link_files(
+    source: pathlib.Path, staging: pathlib.Path, files: Iterable[PackFile]
+) -> list[pathlib.Path]:
+    """Hard-links the files of a push into its staging directory; returns what must then be
+    fsynced for them to be durable (each file and the directory)."""
     staging.mkdir(parents=True, exist_ok=True)
+    written = []
     for file in files:
         target = staging / file.name
         if not target.exists():
@@ -216,8 +226,20 @@ def link_into(source: pathlib.Path, staging: pathlib.Path, files: Iterable[PackF
         # Fresh from now on (the quarantine's file is the same inode): maintenance expires
         # unreachable objects by their pack's age, and these reach the refs only later.
         os.utime(target)
-        fsync_file(target)
-    fsync_directory(staging)
+        written.append(target)
+    return [*written, staging]
+
+
+def read_files(directory: pathlib.Path, files: Iterable[PackFile]) -> bytes:
+    """The files of a small transaction one after the other, as a prepare carries them."""
+    parts = []
+    for file in files:
+        with (directory / file.name).open("rb") as source:
+            data = source.read()
+        if len(data) != file.size:
+            raise errors.ReplicationError(f"{file.name} is {len(data)} bytes, not {file.size}")
+        parts.append(data)
+    return b"".join(parts)
 
 
 def install(staging: pathlib.Path, pack_directory: pathlib.Path, files: Iterable[PackFile]) -> None:
@@ -246,3 +268,17 @@ def fsync_file(path: pathlib.Path) -> None:
 def fsync_directory(path: pathlib.Path) -> None:
     """Makes renames and new entries in a directory durable."""
     fsync_file(path)
+
+
+def fsync_together(paths: Sequence[pathlib.Path]) -> None:
+    """fsyncs files and directories at once: the file system commits its journal once for
+    all of them (one after the other, each fsync waits for a commit of its own)."""
+    if len(paths) <= 1:
+        for path in paths:
+            fsync_file(path)
+        return
+    list(_FSYNCS.map(fsync_file, paths))  # the list re-raises the first failure here
+
+
+# fsyncs of one transaction's files run side by side; a few threads are enough for that.
+_FSYNCS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
