@@ -1,6 +1,7 @@
 """Unit tests of replication's data: checksums, transactions from peers, the hook channel."""
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import random
@@ -157,6 +158,33 @@ def test_hook_hands_over_the_push_and_obeys_the_verdict(
         assert reason in stderr
 
 
+def test_hook_hands_over_a_push_larger_than_its_pipe(tmp_path: pathlib.Path) -> None:
+    hook = hooks.install(tmp_path / "hooks")
+    refs = [f"refs/heads/branch-{index:05}" for index in range(3000)]  # some 250 KiB
+
+    async def scenario() -> tuple[int, hooks.Request]:
+        channel = hooks.Channel.open(tmp_path / "pushes")
+        process = _run_hook(hook, {**channel.environment, "GIT_QUARANTINE_PATH": "/q/in"})
+        assert process.stdin is not None
+        process.stdin.write("".join(f"{ZERO} {A} {ref}\n" for ref in refs))
+        process.stdin.close()
+        request = await asyncio.wait_for(channel.request(), 30)
+        channel.reply()
+        await asyncio.to_thread(process.wait, 10)
+        channel.close()
+        return process.returncode, request
+
+    code, request = asyncio.run(scenario())
+    assert code == 0
+    assert [change.ref for change in request.changes] == refs
+
+
+def test_hook_request_without_quarantine_or_updates_is_parsed() -> None:
+    request = hooks.parse_request(f"\n{hooks.END}\n")
+    assert request.quarantine is None
+    assert request.changes == []
+
+
 def test_hook_refuses_a_push_that_bypasses_the_replica(tmp_path: pathlib.Path) -> None:
     hook = hooks.install(tmp_path / "hooks")
     env = {k: v for k, v in os.environ.items() if k != hooks.PUSH_VARIABLE}
@@ -178,10 +206,18 @@ def test_hook_abandoned_by_a_restarted_replica_is_answered(tmp_path: pathlib.Pat
     assert process.stdin is not None
     process.stdin.close()
 
-    def waiting_for_verdict() -> bool:
-        return (channel.directory / "commands").exists() and process.poll() is None
+    request = os.open(channel.directory / "request", os.O_RDWR | os.O_NONBLOCK)
+    received = bytearray()
 
-    waiting.until("the hook to wait for its verdict", waiting_for_verdict, timeout=10)
+    def waiting_for_verdict() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            received.extend(os.read(request, 65536))
+        return received.endswith(f"\n{hooks.END}\n".encode()) and process.poll() is None
+
+    try:
+        waiting.until("the hook to hand its push over", waiting_for_verdict, timeout=10)
+    finally:
+        os.close(request)
     assert hooks.answer_abandoned(tmp_path / "pushes") == 1
     assert process.wait(timeout=10) == 1
     assert process.stderr is not None

@@ -9,9 +9,10 @@ followers and answers once a majority has stored them, or refuses.
 
 The hook is a few lines of bash, not Python: it runs on every push, and a shell starts in
 about a millisecond where an interpreter takes fifteen. It talks to the replica through a
-per-push directory (``GITQUORUM_PUSH``) holding the commands in a file and two FIFOs, which
-both sides open read-write so that no open blocks: the replica is told by ``request`` that
-the commands are there, and writes its verdict line to ``verdict``. Should the replica die,
+per-push directory (``GITQUORUM_PUSH``) holding two FIFOs, which both sides open read-write so
+that no open blocks: the hook writes the quarantine path and the updates to ``request`` (one
+write for any usual push: the replica wakes once and reads it, no file and no thread hop in
+between), and the replica writes its verdict line to ``verdict``. Should the replica die,
 the hook gives up after ``GITQUORUM_HOOK_TIMEOUT`` seconds, and a replica that starts again
 answers every abandoned hook it finds (``answer_abandoned``).
 """
@@ -38,11 +39,13 @@ if [ -z "${{GITQUORUM_PUSH:-}}" ]; then
     exit 1
 fi
 # Builtins only: every process started here is on the path of every push.
-# The FIFOs are opened first: once "commands" exists, a verdict written to the FIFO (by a
-# restarted replica answering abandoned hooks, say) stays in it for this hook to read.
+# The FIFOs are opened first: once the request is written, a verdict written to the FIFO (by
+# a restarted replica answering abandoned hooks, say) stays in it for this hook to read.
 exec 3<>"$GITQUORUM_PUSH/verdict" 4<>"$GITQUORUM_PUSH/request" || exit 1
-while IFS= read -r line; do printf '%s\\n' "$line"; done >"$GITQUORUM_PUSH/commands" || exit 1
-printf '%s\\n' "${{GIT_QUARANTINE_PATH:-}}" >&4
+# The request in one write where it fits: the quarantine path, the updates, "{end}".
+request="${{GIT_QUARANTINE_PATH:-}}"$'\\n'
+while IFS= read -r line; do request+="$line"$'\\n'; done
+printf '%s{end}\\n' "$request" >&4 || exit 1
 if ! IFS= read -r -t "${{GITQUORUM_HOOK_TIMEOUT:-3600}}" verdict <&3; then
     echo "gitquorum: the replica did not decide on this push" >&2
     exit 1
@@ -51,6 +54,8 @@ fi
 printf '%s\\n' "${{verdict#reject }}" >&2
 exit 1
 """
+END = "end"
+"""The request's last line; an update line is ``<old> <new> <ref>``, never this."""
 
 # The verdict is one line; a longer reason is cut so the pipe write can never block.
 MAX_REASON = 1000
@@ -63,7 +68,7 @@ def install(directory: pathlib.Path) -> pathlib.Path:
         raise errors.ConfigError("bash not found in PATH: the replica's git hook needs it")
     directory.mkdir(parents=True, exist_ok=True)
     hook = directory / HOOK_NAME
-    hook.write_text(SCRIPT.format(bash=bash))
+    hook.write_text(SCRIPT.format(bash=bash, end=END))
     hook.chmod(0o755)
     return hook
 
@@ -105,16 +110,28 @@ class Channel:
     async def request(self) -> Request:
         """Waits for the hook to hand its push over."""
         loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        loop.add_reader(self._request, ready.set_result, None)
+        ready: asyncio.Future[None] = loop.create_future()
+        received = bytearray()
+
+        def readable() -> None:
+            while not ready.done():
+                try:
+                    chunk = os.read(self._request, 65536)
+                except BlockingIOError:
+                    return
+                if not chunk:  # no end of file while this side holds the FIFO open: never
+                    return
+                received.extend(chunk)
+                if _complete(received):
+                    ready.set_result(None)
+
+        loop.add_reader(self._request, readable)
         try:
             await ready
         finally:
             loop.remove_reader(self._request)
         self.requested = True
-        line = os.read(self._request, 65536).decode().strip()
-        text = await asyncio.to_thread((self.directory / "commands").read_text)
-        return Request(pathlib.Path(line) if line else None, parse_commands(text))
+        return parse_request(received.decode())
 
     def reply(self, *, reason: str | None = None) -> None:
         """Tells the hook to let the push through (no reason) or to turn it down, once."""
@@ -132,10 +149,24 @@ class Channel:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def parse_commands(text: str) -> list[transactions.Change]:
-    """The hook's standard input: ``<old> <new> <ref>`` per line."""
+def _complete(received: bytearray) -> bool:
+    """Whether the request ends with its ``END`` line, past the quarantine line."""
+    tail = f"\n{END}\n".encode()
+    return received.endswith(tail) and received.find(b"\n") < len(received) - len(tail) + 1
+
+
+def parse_request(text: str) -> Request:
+    """The hook's request: the quarantine path (empty without one), then the updates as git
+    gave them on the hook's standard input (``<old> <new> <ref>``), then ``END``."""
+    lines = text.split("\n")
+    quarantine, updates = lines[0], lines[1:-2]
+    return Request(pathlib.Path(quarantine) if quarantine else None, parse_commands(updates))
+
+
+def parse_commands(lines: list[str]) -> list[transactions.Change]:
+    """Ref updates as the hook's standard input gives them: ``<old> <new> <ref>``."""
     changes = []
-    for line in text.splitlines():
+    for line in lines:
         old, new, ref = line.split(" ", 2)
         changes.append(transactions.Change(ref=ref, old=old, new=new))
     return changes
