@@ -36,10 +36,13 @@ import logging
 import pathlib
 import re
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import asyncssh
+import asyncssh.channel
 
 from gitquorum import errors
 from gitquorum.protocol import pktline, smarthttp
@@ -69,6 +72,16 @@ MAX_HOPS = 3
 """A client's replica, a deposed leader, the new leader: the longest path a switchover makes."""
 HOLD_POLL = 0.02
 READ_SIZE = spawning.READ_SIZE
+SEND_AHEAD = 512 * 1024
+"""Bytes of a fetch sent ahead of what the client took, per millisecond of round trip."""
+PACE_POLL = 0.001
+"""Seconds between looks at the client's window while a fetch is paced."""
+
+_SEND_WINDOW = "_send_window"  # asyncssh's SSHChannel attribute: the client's window left
+# Linux's struct tcp_info: eight one-byte fields, then 32-bit ones; tcpi_rtt (smoothed, in
+# microseconds) is the sixteenth of those.
+_TCP_INFO_RTT = struct.Struct("=68xI")
+_TCP_INFO_SIZE = 104
 
 # git sends one short command line; a longer one is not git's and is refused unread.
 MAX_COMMAND_LENGTH = 4096
@@ -534,11 +547,61 @@ async def _counted(chunks: AsyncIterator[bytes], session: Session) -> AsyncItera
 async def _send(
     chunks: AsyncIterator[bytes], stream: asyncssh.SSHWriter[bytes], session: Session
 ) -> None:
+    pacer = _Pacer(stream.channel)
     async for chunk in chunks:
         if chunk:
             stream.write(chunk)
             await stream.drain()
             session.bytes_out += len(chunk)
+            await pacer.wait()
+
+
+class _Pacer:
+    """Keeps what was sent and not yet taken by the client to about a round trip's worth.
+
+    SSH lets a server send as far ahead as the client's window, 2 MiB for OpenSSH. When the
+    network is faster than git behind the client, all of it piles up in the ssh process,
+    whose buffers then grow and shrink by the megabyte: measured on loopback, a 51 MiB clone
+    cost the ssh process 77,000 page faults and 0.16 s of system CPU, against 7,600 and
+    0.06 s with 512 KiB ahead (the whole client, git included: 1.00 s of CPU against
+    0.86 s; over HTTP 0.79 s). Further away, a round trip needs more in flight:
+    ``SEND_AHEAD`` per millisecond of the connection's round-trip time (the kernel's
+    estimate), so that pacing never caps a clone below about 500 MB/s, and never more than
+    the window anyway.
+
+    asyncssh does not publish a channel's send window; without it (another version), the
+    pacer does nothing.
+    """
+
+    def __init__(self, channel: asyncssh.channel.SSHChannel[bytes]) -> None:
+        self._channel = channel
+        self._widest = getattr(channel, _SEND_WINDOW, None)
+        rtt = _round_trip(channel.get_extra_info("socket"))
+        self._ahead = int(SEND_AHEAD * max(1.0, rtt * 1000))
+
+    def _in_flight(self) -> int:
+        window = getattr(self._channel, _SEND_WINDOW, None)
+        if not isinstance(window, int) or not isinstance(self._widest, int):
+            return 0
+        self._widest = max(self._widest, window)
+        return self._widest - window
+
+    async def wait(self) -> None:
+        while self._in_flight() > self._ahead and not self._channel.is_closing():
+            await asyncio.sleep(PACE_POLL)
+
+
+def _round_trip(sock: Any) -> float:
+    """The kernel's smoothed round-trip time of a TCP socket in seconds (0 when unknown)."""
+    option = getattr(socket, "TCP_INFO", None)  # Linux only
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return 0.0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_SIZE)
+        (microseconds,) = _TCP_INFO_RTT.unpack_from(info)
+    except (OSError, struct.error):
+        return 0.0
+    return float(microseconds) / 1e6
 
 
 async def _pump(
