@@ -79,6 +79,7 @@ def _present(bed: cluster.Testbed, api: kube.Kube, count: int, window: float) ->
     print("   profile: the operator restarted with memory tracing", flush=True)
     traced_mb = _restart(bed, api, count, trace=True)
     profile = api.operator_get("/debug/memory", _read_profile)
+    _print_profile(count, profile)
     _restart(bed, api, count, trace=False)
     return {
         "requests": flows.get(operator_idle.OPERATOR_FLOW, 0.0),
@@ -134,19 +135,6 @@ def _report(
     target_mb = _rss_target(count)
     create_ratio = scale.exist / scale.reference
     per_repository = (seen["requests"] / window - lease_rate) / count
-    profile: profiling.Profile = seen["profile"]
-    print(f"   where the memory goes at {count} repositories (traced Python memory):")
-    print(
-        f"     traced {profile.traced_bytes / 1e6:.0f} MB, peak {profile.peak_bytes / 1e6:.0f} MB"
-    )
-    for site in profile.packages[:SHOWN]:
-        share = site.bytes / max(profile.traced_bytes, 1) * 100
-        print(
-            f"     {site.where:48} {site.bytes / 1e6:7.1f} MB {share:5.1f}%  {site.blocks} blocks"
-        )
-    print("   lines holding most:")
-    for site in profile.lines[:SHOWN]:
-        print(f"     {site.where:48} {site.bytes / 1e6:7.1f} MB  {site.blocks} blocks")
     print(
         f"   summary at {count} repositories: pods and claims exist after {scale.exist:.1f} s, "
         f"created directly after {scale.reference:.1f} s: ratio {create_ratio:.2f} (target <= "
@@ -163,6 +151,21 @@ def _report(
         f"memory_restarted_{count}": seen["restarted_mb"] / target_mb,
         f"idle_requests_{count}": per_repository / operator_idle.REQUESTS_TARGET,
     }
+
+
+def _print_profile(count: int, profile: profiling.Profile) -> None:
+    print(f"   where the memory goes at {count} repositories (traced Python memory):")
+    print(
+        f"     traced {profile.traced_bytes / 1e6:.0f} MB, peak {profile.peak_bytes / 1e6:.0f} MB"
+    )
+    for site in profile.packages[:SHOWN]:
+        share = site.bytes / max(profile.traced_bytes, 1) * 100
+        print(
+            f"     {site.where:48} {site.bytes / 1e6:7.1f} MB {share:5.1f}%  {site.blocks} blocks"
+        )
+    print("   lines holding most:")
+    for site in profile.lines[:SHOWN]:
+        print(f"     {site.where:48} {site.bytes / 1e6:7.1f} MB  {site.blocks} blocks")
 
 
 def _rss_target(count: int) -> float:

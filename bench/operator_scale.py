@@ -24,6 +24,8 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
+from kubernetes.client import exceptions
+
 from bench import kube
 from gitquorum_testbed import agent, cluster, mirrors
 
@@ -325,7 +327,9 @@ def remove_hollow(bed: cluster.Testbed, api: kube.Kube, names: list[str]) -> Non
     except RuntimeError as error:
         print(f"     {error}; deleting them", flush=True)
         for volume in leftovers():
-            api.core.delete_persistent_volume(volume)
+            # The volume controller may delete it between the list and this call.
+            with contextlib.suppress(exceptions.NotFoundException):
+                api.core.delete_persistent_volume(volume)
     for name in names:
         bed.node_remove(name)
     print(f"     removed hollow nodes {', '.join(names)}", flush=True)
