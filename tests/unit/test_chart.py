@@ -296,11 +296,6 @@ def test_chart_operator_memory_tracing_is_off_unless_asked(helm: str) -> None:
     assert command[command.index("--trace-memory") + 1] == "4"
 
 
-def test_chart_operator_keeps_glibc_to_two_heap_arenas(helm: str) -> None:
-    env = {item["name"]: item.get("value") for item in operator_container(render(helm))["env"]}
-    assert env["MALLOC_ARENA_MAX"] == "2"
-
-
 def test_chart_watch_namespaces_become_namespace_flags(helm: str) -> None:
     command = operator_container(
         render(helm, "watchNamespaces={team-a,team-b}", "logLevel=DEBUG", "image.tag=dev")
