@@ -27,6 +27,7 @@ from typing import Any
 from kubernetes.client import exceptions
 
 from bench import kube
+from gitquorum.kube import api as operator_api
 from gitquorum_testbed import agent, cluster, mirrors
 
 TARGET_300 = 120.0
@@ -161,12 +162,15 @@ def _direct_creates(api: kube.Kube, namespace: str, objects: list[Body]) -> floa
     print(f"     reference: {len(pods)} pods and {len(claims)} claims created directly", flush=True)
 
     def create(body: Body) -> None:
+        # Created as the operator creates (``gitquorum.kube.api``): answer not decoded, its
+        # connection given back to the pool.
         if body["kind"] == "Pod":
-            api.core.create_namespaced_pod(namespace, body, _preload_content=False)
+            answer = api.core.create_namespaced_pod(namespace, body, _preload_content=False)
         else:
-            api.core.create_namespaced_persistent_volume_claim(
+            answer = api.core.create_namespaced_persistent_volume_claim(
                 namespace, body, _preload_content=False
             )
+        operator_api.discard(answer)
 
     # Claims first, then pods, repository by repository: the order the operator creates them.
     ordered = sorted(objects, key=lambda o: (o["metadata"]["name"], o["kind"] == "Pod"))

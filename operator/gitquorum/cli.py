@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from gitquorum import __version__, errors
+from gitquorum import __version__, allocator, errors
 
 COMMANDS: dict[str, str] = {
     "serve": "serve every bare repository under a directory over smart HTTP",
@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             module.add_arguments(subparser)
     args = parser.parse_args(arguments)
     assert module is not None  # argparse has refused any other command name
+    allocator.fix_mmap_threshold()
     try:
         status: int = module.run(args)
     except errors.ConfigError as error:

@@ -47,6 +47,8 @@ class Settings:
     follower_poll_interval: float = 10.0
     """Seconds a steady follower's last report may stand, confirmed by its leader's view of it,
     before it is asked again (``polling``): a steady pass asks the leader alone."""
+    concurrent_ensures: int = 4
+    """Repositories whose surrounding objects are made or checked at the same time."""
     resync_interval: float = 60.0
     """Seconds between checks of the objects around the replicas (Secrets, Service, PDB,
     NetworkPolicy) while the spec does not change: a steady pass makes no API request."""
@@ -114,6 +116,8 @@ class Context:
         self.started = clock()
         self.updating = rolling.Slots(settings.max_concurrent_updates)
         """Repositories (uids) in a rolling update."""
+        self.ensuring = asyncio.Semaphore(settings.concurrent_ensures)
+        """Held while a repository's Secrets, Service and policies are made or checked."""
         self.upkeep_permits: dict[str, dict[str, float]] = {}
         """Per node: the replicas (``uid/name``) holding a maintenance permit, until when."""
 

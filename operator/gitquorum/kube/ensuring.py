@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import secrets
+from typing import Any
 
 from gitquorum import errors
 from gitquorum.kube import context, manifests, names, sshaccess
@@ -32,8 +33,6 @@ class Ensuring(context.Context):
 
         Checked when the spec's part they depend on changes and otherwise every
         ``resync_interval``: credentials rotated in their Secret reach the replicas then."""
-        namespace = body["metadata"]["namespace"]
-        repository = body["metadata"]["name"]
         fresh = self.clock() - memory.ensured_at < self.settings.resync_interval
         policy = spec.policy()
         deploy_keys = (spec.deploy_keys, spec.deploy_keys_secret)
@@ -43,7 +42,26 @@ class Ensuring(context.Context):
         unchanged = (spec.replicas, spec.credentials_secret, policy, deploy_keys, secrets_read)
         if fresh and memory.ensured[:1] + memory.ensured[2:] == unchanged:
             return None
-        credentials = await self._credentials(body, spec)
+        # When many repositories need this at once (an operator restart, a bulk create), a
+        # few at a time: each is then soon done and on to its replicas, instead of all of them
+        # waiting on one another's requests until the last, and what is in flight stays small.
+        async with self.ensuring:
+            return await self._check_objects(body, spec, memory, policy, deploy_keys)
+
+    async def _check_objects(
+        self,
+        body: context.Body,
+        spec: RepositorySpec,
+        memory: context.Memory,
+        policy: str,
+        deploy_keys: tuple[Any, ...],
+    ) -> str | None:
+        repository = body["metadata"]["name"]
+        secrets_read = (spec.tokens, spec.webhooks)
+        # A repository never passed before has none of these objects: create them outright
+        # (a conflict falls back to reading) instead of reading each first.
+        new = not body.get("status")
+        credentials = await self._credentials(body, spec, new=new)
         if isinstance(credentials, str):
             return credentials
         accounts = await self._tokens(body, spec, credentials)
@@ -76,31 +94,12 @@ class Ensuring(context.Context):
         if memory.ensured == wanted and memory.admin_token:
             memory.ensured_at = self.clock()
             return None
-        await self._ensure_auth(body, accounts, fingerprint, files)
-        stored = await self._ensure_replication_secret(body)
+        await self._ensure_auth(body, accounts, fingerprint, files, new=new)
+        stored = await self._ensure_replication_secret(body, new=new)
         if not stored or "admin-token" not in stored:
             return f"Secret {names.replication_secret(repository)} has no admin-token"
         memory.known_hosts = await self._ensure_known_hosts(body, stored[names.SSH_HOST_KEY])
-        service = manifests.service(body)
-        for manifest in (
-            service,
-            manifests.disruption_budget(body, spec.replicas),
-            manifests.network_policy(body),
-        ):
-            await asyncio.to_thread(self.kube.create, namespace, manifest)
-        await asyncio.to_thread(
-            self.kube.patch_service,
-            namespace,
-            service["metadata"]["name"],
-            service["spec"]["selector"],
-            service["spec"]["ports"],
-        )
-        await asyncio.to_thread(
-            self.kube.patch_budget,
-            namespace,
-            names.disruption_budget(repository),
-            manifests.budget(spec.replicas),
-        )
+        await self._ensure_service_objects(body, spec, new=new)
         if memory.admin_token != stored["admin-token"]:
             if memory.peers is not None:
                 await memory.peers.close()
@@ -113,18 +112,48 @@ class Ensuring(context.Context):
         memory.ensured_at = self.clock()
         return None
 
-    async def _credentials(self, body: context.Body, spec: RepositorySpec) -> tuple[str, str] | str:
+    async def _ensure_service_objects(
+        self, body: context.Body, spec: RepositorySpec, *, new: bool
+    ) -> None:
+        """The Service, PodDisruptionBudget and NetworkPolicy. Those that exist are brought to
+        what this operator wants (a Service made by an older operator, a budget for another
+        replica count): patched first, created when missing, or created outright for a new
+        repository, so that each costs one request."""
+        namespace = body["metadata"]["namespace"]
+        service = manifests.service(body)
+        budget = manifests.disruption_budget(body, spec.replicas)
+        if new or not await asyncio.to_thread(
+            self.kube.patch_service,
+            namespace,
+            service["metadata"]["name"],
+            service["spec"]["selector"],
+            service["spec"]["ports"],
+        ):
+            await asyncio.to_thread(self.kube.create, namespace, service)
+        if new or not await asyncio.to_thread(
+            self.kube.patch_budget,
+            namespace,
+            budget["metadata"]["name"],
+            manifests.budget(spec.replicas),
+        ):
+            await asyncio.to_thread(self.kube.create, namespace, budget)
+        await asyncio.to_thread(self.kube.create, namespace, manifests.network_policy(body))
+
+    async def _credentials(
+        self, body: context.Body, spec: RepositorySpec, *, new: bool
+    ) -> tuple[str, str] | str:
         """(username, password) that may push, or why there are none."""
         namespace = body["metadata"]["namespace"]
         repository = body["metadata"]["name"]
         name = spec.credentials_secret or names.credentials_secret(repository)
-        data = await asyncio.to_thread(self.kube.read_secret, namespace, name)
-        if data is None and spec.credentials_secret is None:
-            # Read first, made only when missing: a resync of a steady repository is one read.
+        generating = spec.credentials_secret is None
+        # Read first, made only when missing: a resync of a steady repository is one read.
+        data = None if new and generating else await self._read_secret(namespace, name)
+        if data is None and generating:
             generated = {"username": GENERATED_USER, "password": secrets.token_urlsafe(24)}
             manifest = manifests.secret(body, name, generated)
-            await asyncio.to_thread(self.kube.create, namespace, manifest)
-            data = await asyncio.to_thread(self.kube.read_secret, namespace, name)
+            created = await asyncio.to_thread(self.kube.create, namespace, manifest)
+            data = generated if created else await self._read_secret(namespace, name)
         if data is None:
             return f"credentials Secret {name} does not exist"
         if not data.get("username") or not data.get("password"):
@@ -140,9 +169,7 @@ class Ensuring(context.Context):
         extra = ""
         if spec.deploy_keys_secret is not None:
             namespace = body["metadata"]["namespace"]
-            data = await asyncio.to_thread(
-                self.kube.read_secret, namespace, spec.deploy_keys_secret
-            )
+            data = await self._read_secret(namespace, spec.deploy_keys_secret)
             if data is None:
                 raise sshaccess.DeployKeyError(
                     f"Secret {spec.deploy_keys_secret} (spec.auth.deployKeysSecret) does not exist"
@@ -150,21 +177,27 @@ class Ensuring(context.Context):
             extra = data.get(sshaccess.KEYS_SECRET_KEY, "")
         return sshaccess.keys_file(sshaccess.deploy_keys_of(spec.deploy_keys), extra)
 
-    async def _ensure_replication_secret(self, body: context.Body) -> dict[str, str] | None:
+    async def _ensure_replication_secret(
+        self, body: context.Body, *, new: bool
+    ) -> dict[str, str] | None:
         """The replicas' tokens and SSH host key: made once, never rotated by a pass (a new
         host key would break every client's known_hosts)."""
         namespace = body["metadata"]["namespace"]
         name = names.replication_secret(body["metadata"]["name"])
-        tokens = {
-            "peer-token": secrets.token_hex(24),
-            "admin-token": secrets.token_hex(24),
-            names.SSH_HOST_KEY: sshaccess.new_host_key(),
-        }
-        await asyncio.to_thread(self.kube.create, namespace, manifests.secret(body, name, tokens))
-        stored = await asyncio.to_thread(self.kube.read_secret, namespace, name)
+        stored = None if new else await self._read_secret(namespace, name)
+        if stored is None:
+            tokens = {
+                "peer-token": secrets.token_hex(24),
+                "admin-token": secrets.token_hex(24),
+                names.SSH_HOST_KEY: sshaccess.new_host_key(),
+            }
+            manifest = manifests.secret(body, name, tokens)
+            if await asyncio.to_thread(self.kube.create, namespace, manifest):
+                return tokens
+            stored = await self._read_secret(namespace, name)
         if stored is not None and names.SSH_HOST_KEY not in stored:
             # Made by an operator without SSH: add the host key, keep the tokens.
-            added = {names.SSH_HOST_KEY: tokens[names.SSH_HOST_KEY]}
+            added = {names.SSH_HOST_KEY: sshaccess.new_host_key()}
             await asyncio.to_thread(
                 self.kube.patch_secret, namespace, manifests.secret(body, name, added)
             )
@@ -189,7 +222,7 @@ class Ensuring(context.Context):
         namespace = body["metadata"]["namespace"]
         webhooks = []
         for name, url, kind, secret in spec.webhooks:
-            data = await asyncio.to_thread(self.kube.read_secret, namespace, secret)
+            data = await self._read_secret(namespace, secret)
             token = (data or {}).get(names.WEBHOOK_TOKEN_KEY)
             if not token:
                 raise errors.ConfigError(
@@ -214,7 +247,7 @@ class Ensuring(context.Context):
         accounts = [(owner[0], owner[1], auth.Permission.WRITE)]
         namespace = body["metadata"]["namespace"]
         for secret, access in spec.tokens:
-            data = await asyncio.to_thread(self.kube.read_secret, namespace, secret)
+            data = await self._read_secret(namespace, secret)
             if data is None:
                 return f"token Secret {secret} (spec.auth.tokens) does not exist"
             if not data.get("username") or not data.get("password"):
@@ -234,13 +267,17 @@ class Ensuring(context.Context):
         accounts: list[tuple[str, str, auth.Permission]],
         fingerprint: str,
         files: dict[str, str],
+        *,
+        new: bool,
     ) -> None:
         """The hashed credentials the replicas check, their protected refs and deploy keys
         (``files``); rewritten when any changes. Replicas read them again when the Secret
         changes, without a restart."""
         namespace = body["metadata"]["namespace"]
         name = names.auth_secret(body["metadata"]["name"])
-        annotations = await asyncio.to_thread(self.kube.secret_annotations, namespace, name)
+        annotations = (
+            None if new else await asyncio.to_thread(self.kube.secret_annotations, namespace, name)
+        )
         if annotations is not None and annotations.get(names.AUTH_FINGERPRINT) == fingerprint:
             return
         lines = []
@@ -253,7 +290,10 @@ class Ensuring(context.Context):
             {"users": "".join(lines), **files},
             annotations={names.AUTH_FINGERPRINT: fingerprint},
         )
-        if annotations is None:
-            await asyncio.to_thread(self.kube.create, namespace, manifest)
-        else:
+        if annotations is not None or not await asyncio.to_thread(
+            self.kube.create, namespace, manifest
+        ):
             await asyncio.to_thread(self.kube.patch_secret, namespace, manifest)
+
+    async def _read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return await asyncio.to_thread(self.kube.read_secret, namespace, name)

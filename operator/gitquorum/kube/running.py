@@ -1,6 +1,7 @@
 """The operator process: metrics, the Lease, then kopf with our handlers until told to stop."""
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -71,6 +72,9 @@ async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -
     profiling.start(options.trace_memory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(api.THREADS, thread_name_prefix="api")
+    )
     for number in signals:
         loop.add_signal_handler(number, stop.set)
     api_client = api.connect(options.kubeconfig)

@@ -1,0 +1,33 @@
+"""glibc's allocator, told to give large freed blocks back to the system at once.
+
+glibc serves a block of 128 KiB or more with its own mapping, returned when freed, but its
+threshold for that rises to the size of any such block freed (up to 32 MiB). One scrypt hash
+(``server.passwords``: 16 MiB) in a worker thread is enough: from then on each 16 MiB hash
+comes from that thread's arena and stays in the process when freed. Measured: 60 hashes on 6
+threads left 97 MB resident; with the threshold fixed, 1 MB. The operator hashes credentials
+of every repository it creates, and replicas check passwords the same way, so both fix it.
+Other C libraries are left alone.
+"""
+
+import ctypes
+import ctypes.util
+import logging
+import platform
+
+log = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3
+"""mallopt's parameter number (malloc.h); setting it also ends the dynamic adjustment."""
+MMAP_THRESHOLD = 128 * 1024
+"""glibc's own starting threshold, kept fixed."""
+
+
+def fix_mmap_threshold() -> bool:
+    """Fixes the threshold at :data:`MMAP_THRESHOLD`; False when the C library is not glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+        log.warning("glibc refused mallopt(M_MMAP_THRESHOLD, %d)", MMAP_THRESHOLD)
+        return False
+    return True

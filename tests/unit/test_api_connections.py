@@ -1,0 +1,72 @@
+"""The operator's API calls share their connections: an answer it does not decode is still read,
+so its connection goes back to the pool (a local HTTP/1.1 server counts the connections)."""
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from gitquorum.kube import api, manifests
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    connections = 0
+
+    def get_request(self):  # type: ignore[no-untyped-def]  # socketserver's own signature
+        self.connections += 1
+        return super().get_request()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the API server
+    disable_nagle_algorithm = True  # headers and body go in two writes
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = json.dumps({"kind": "Status", "status": "Success"}).encode()
+        self.send_response(201 if self.command == "POST" else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    listening = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=listening.serve_forever, daemon=True)
+    thread.start()
+    yield listening
+    listening.shutdown()
+    listening.server_close()
+
+
+def _api(server: Server) -> api.Api:
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
+    return api.Api(client.ApiClient(configuration))
+
+
+OWNER = {"metadata": {"name": "app", "namespace": "team", "uid": "u-1"}}
+
+
+def test_api_calls_without_decoding_reuse_one_connection(server: Server) -> None:
+    kube = _api(server)
+
+    for number in range(3):
+        assert kube.create("team", manifests.secret(OWNER, f"s{number}", {"k": "v"}))
+        kube.label_pod("team", f"p{number}", "gitquorum.io/serving", "true")
+        kube.delete_claim("team", f"c{number}")
+        kube.patch_budget("team", "app", 2)
+
+    assert server.connections == 1
