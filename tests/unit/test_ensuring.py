@@ -4,6 +4,7 @@ a steady resync (a fake API server; the testbed's e2e tests run the real one).""
 
 import asyncio
 import base64
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,10 +22,14 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[str] = []
+        self.namespaces: list[str] = []
+        """The namespace of each call, in order."""
 
     def create(self, namespace: str, manifest: Mapping[str, Any]) -> bool:
         key = (manifest["kind"], manifest["metadata"]["name"])
         self.calls.append(f"create {key[0]}")
+        self.namespaces.append(namespace)
+        time.sleep(0.001)  # an answer takes a while: other threads' calls come in between
         if key in self.objects:
             return False
         self.objects[key] = dict(manifest)
@@ -63,9 +68,9 @@ def _data(secret: Mapping[str, Any]) -> dict[str, str]:
     return {**encoded, **secret.get("stringData", {})}
 
 
-def _body(status: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _body(status: Mapping[str, Any] | None = None, namespace: str = NAMESPACE) -> dict[str, Any]:
     return {
-        "metadata": {"name": REPOSITORY, "namespace": NAMESPACE, "uid": "u-1"},
+        "metadata": {"name": REPOSITORY, "namespace": namespace, "uid": f"{namespace}-1"},
         "spec": {"replicas": 3},
         "status": dict(status or {}),
     }
@@ -79,10 +84,10 @@ class Clock:
         return self.now
 
 
-def _work(kube: FakeKube, clock: Clock) -> reconciler.Reconciler:
+def _work(kube: FakeKube, clock: Clock, ensures: int = 4) -> reconciler.Reconciler:
     return reconciler.Reconciler(
-        kube,  # type: ignore[arg-type]  # the calls api.Api makes, in memory
-        reconciler.Settings(image="gitquorum:test"),
+        kube,  # the calls api.Api makes, in memory
+        reconciler.Settings(image="gitquorum:test", concurrent_ensures=ensures),
         events=lambda *_: None,
         metrics=OperatorMetrics(repositories=lambda: 0.0, leading=lambda: 1.0),
         clock=clock,
@@ -178,3 +183,30 @@ def test_ensure_objects_after_a_restart_recreates_a_deleted_service() -> None:
     assert _ensure(_work(kube, Clock()), _body({"leader": "app-0"}), reconciler.Memory()) is None
 
     assert service in kube.objects
+
+
+def test_ensure_objects_of_many_new_repositories_runs_a_few_at_a_time() -> None:
+    kube = FakeKube()
+    work = _work(kube, Clock(), ensures=2)
+    bodies = [_body(namespace=f"team-{number}") for number in range(8)]
+
+    async def arrive() -> list[str | None]:
+        return await asyncio.gather(
+            *(
+                work._ensure_objects(
+                    body, RepositorySpec.from_body(body["spec"]), reconciler.Memory()
+                )
+                for body in bodies
+            )
+        )
+
+    assert asyncio.run(arrive()) == [None] * len(bodies)
+
+    # A repository is open from its first request to its last: never more than two at once,
+    # so the first ones are done while the last have not started.
+    first = {ns: kube.namespaces.index(ns) for ns in kube.namespaces}
+    last = {ns: len(kube.namespaces) - 1 - kube.namespaces[::-1].index(ns) for ns in first}
+    most = max(
+        sum(first[ns] <= at <= last[ns] for ns in first) for at in range(len(kube.namespaces))
+    )
+    assert len(first) == len(bodies) and most == 2

@@ -47,7 +47,7 @@ class Settings:
     follower_poll_interval: float = 10.0
     """Seconds a steady follower's last report may stand, confirmed by its leader's view of it,
     before it is asked again (``polling``): a steady pass asks the leader alone."""
-    concurrent_ensures: int = 4
+    concurrent_ensures: int = 8
     """Repositories whose surrounding objects are made or checked at the same time."""
     resync_interval: float = 60.0
     """Seconds between checks of the objects around the replicas (Secrets, Service, PDB,
