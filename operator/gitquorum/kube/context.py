@@ -94,6 +94,27 @@ class Memory:
     """Seconds between two reads of a doubtful pod: doubled each time the cache was right."""
     restoring: "asyncio.Future[None] | None" = None
     """The restore of ``spec.bootstrap.fromBackup`` the leader works on (``bootstrapping``)."""
+    written: "Written | None" = None
+    """This operator's last status write, until the watch cache shows it."""
+
+    def latest(self, body: Body) -> Body:
+        """``body`` from the watch cache, or the object as this operator last wrote it when the
+        cache still shows the version that write replaced: a pass from the older one would
+        only be refused (409), and under load the cache lags by seconds."""
+        written, self.written = self.written, None
+        if written is None or body["metadata"].get("resourceVersion") != written.replaced:
+            return body
+        self.written = written
+        metadata = {**body["metadata"], "resourceVersion": written.version}
+        return {**body, "metadata": metadata, "status": written.status}
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    replaced: str
+    """The resourceVersion the write replaced."""
+    version: str
+    status: Mapping[str, Any]
 
 
 class Context:
@@ -151,7 +172,13 @@ class Context:
         if {**current, **wanted} == current:
             return body
         updated = {**body, "status": {**current, **wanted}}
-        return await asyncio.to_thread(self.kube.replace_status, updated)
+        result = await asyncio.to_thread(self.kube.replace_status, updated)
+        memory.written = Written(
+            replaced=body["metadata"].get("resourceVersion", ""),
+            version=result["metadata"]["resourceVersion"],
+            status=result.get("status") or {},
+        )
+        return result
 
     def _event(
         self,

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 FINALIZER = "gitquorum.io/finalizer"
+SETTLE = 0.5
+"""Seconds a pass woken by an event waits for the events that come with it."""
 
 
 class Wakeups:
@@ -183,6 +185,10 @@ def register(
                     delay = 5.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), delay)
+                    # Woken by a change: those that come with it (a pod's creation, binding
+                    # and first status, its claim's binding) arrive as events of their own
+                    # moments apart, and one pass sees them all.
+                    await asyncio.sleep(SETTLE)
         finally:
             wakeups.forget(key)
 

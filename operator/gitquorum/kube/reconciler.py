@@ -103,6 +103,7 @@ class Reconciler(
     ) -> float:
         metadata = body["metadata"]
         memory = self.repositories.setdefault(metadata["uid"], context.Memory())
+        body = memory.latest(body)
         spec = RepositorySpec.from_body(body.get("spec") or {})
         revision = manifests.revision(body, spec, image=self.settings.image)
         problem = await self._ensure_objects(body, spec, memory)
