@@ -11,6 +11,7 @@ from typing import Any
 from gitquorum.kube import names, reconciler
 from gitquorum.kube.metrics import OperatorMetrics
 from gitquorum.kube.spec import RepositorySpec
+from gitquorum.server import auth, passwords
 
 NAMESPACE = "team"
 REPOSITORY = "app"
@@ -121,8 +122,12 @@ def test_ensure_objects_of_a_new_repository_creates_each_object_once_without_rea
     replication = _data(kube.objects[("Secret", names.replication_secret(REPOSITORY))])
     assert memory.admin_token == replication["admin-token"]
     assert memory.known_hosts
+    # The password it drew is random: hashed fast, and the replicas' check accepts it.
     users = _data(kube.objects[("Secret", names.auth_secret(REPOSITORY))])["users"]
-    assert users.startswith("gitquorum:scrypt$")
+    password = _data(kube.objects[("Secret", names.credentials_secret(REPOSITORY))])["password"]
+    user = auth.parse(users)["gitquorum"]
+    assert users.startswith("gitquorum:pbkdf2-sha256$i=1000$")
+    assert passwords.verify(password.encode(), user.secret)
 
 
 def test_ensure_objects_after_a_restart_keeps_every_stored_secret() -> None:
@@ -210,3 +215,19 @@ def test_ensure_objects_of_many_new_repositories_runs_a_few_at_a_time() -> None:
         sum(first[ns] <= at <= last[ns] for ns in first) for at in range(len(kube.namespaces))
     )
     assert len(first) == len(bodies) and most == 2
+
+
+def test_ensure_objects_hashes_a_password_it_did_not_draw_with_scrypt() -> None:
+    kube = FakeKube()
+    kube.objects[("Secret", "people")] = {
+        "metadata": {"name": "people"},
+        "stringData": {"username": "alice", "password": "correct horse"},
+    }
+    body = _body()
+    body["spec"]["auth"] = {"credentialsSecret": "people"}
+
+    assert _ensure(_work(kube, Clock()), body, reconciler.Memory()) is None
+
+    users = _data(kube.objects[("Secret", names.auth_secret(REPOSITORY))])["users"]
+    assert users.startswith("alice:scrypt$")
+    assert passwords.verify(b"correct horse", auth.parse(users)["alice"].secret)

@@ -1,5 +1,7 @@
 """Hashed tokens: both algorithms, constant-time verification, and bounds on parameters."""
 
+import secrets
+
 import pytest
 
 from gitquorum import errors
@@ -73,3 +75,17 @@ def test_rejects_overlong_fields() -> None:
     salt = "A" * 400
     with pytest.raises(errors.AuthFileError, match="too long"):
         passwords.StoredSecret.parse(f"scrypt$n=256,r=8,p=1${salt}$aGFzaGhhc2hoYXNoaGFzaA==")
+
+
+def test_hash_random_token_is_cheap_pbkdf2_that_verifies() -> None:
+    token = secrets.token_urlsafe(24).encode()
+    stored = passwords.StoredSecret.parse(passwords.hash_random_token(token))
+
+    assert (stored.algorithm, stored.params) == (passwords.PBKDF2, {"i": 1000})
+    assert passwords.verify(token, stored)
+    assert not passwords.verify(token + b"x", stored)
+
+
+def test_hash_random_token_refuses_a_short_token() -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        passwords.hash_random_token(b"hunter2")

@@ -22,6 +22,8 @@ from gitquorum.server import auth, passwords
 log = logging.getLogger("gitquorum.kube.reconciler")
 
 GENERATED_USER = "gitquorum"
+GENERATED_BYTES = 24
+"""Random bytes of a generated password (192 bits)."""
 HASHING = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hash")
 """Where credentials are hashed: each scrypt hash takes 16 MiB for its 50 ms, so two at a
 time whatever else runs (hundreds of repositories created at once hashed all together)."""
@@ -68,7 +70,7 @@ class Ensuring(context.Context):
         credentials = await self._credentials(body, spec, new=new)
         if isinstance(credentials, str):
             return credentials
-        accounts = await self._tokens(body, spec, credentials)
+        accounts = await self._tokens(body, spec, credentials[:2])
         if isinstance(accounts, str):
             return accounts
         try:
@@ -101,7 +103,7 @@ class Ensuring(context.Context):
         # Independent objects, asked for together: a new repository's are made in two round
         # trips rather than seven.
         _, stored, _ = await asyncio.gather(
-            self._ensure_auth(body, accounts, fingerprint, files, new=new),
+            self._ensure_auth(body, accounts, fingerprint, files, new=new, drawn=credentials[2]),
             self._ensure_replication_secret(body, new=new),
             self._ensure_service_objects(body, spec, new=new),
         )
@@ -154,8 +156,9 @@ class Ensuring(context.Context):
 
     async def _credentials(
         self, body: context.Body, spec: RepositorySpec, *, new: bool
-    ) -> tuple[str, str] | str:
-        """(username, password) that may push, or why there are none."""
+    ) -> tuple[str, str, bool] | str:
+        """(username, password, whether this pass drew the password) that may push, or why
+        there are none."""
         namespace = body["metadata"]["namespace"]
         repository = body["metadata"]["name"]
         name = spec.credentials_secret or names.credentials_secret(repository)
@@ -163,10 +166,12 @@ class Ensuring(context.Context):
         # Read first, made only when missing: a resync of a steady repository is one read.
         data = None if new and generating else await self._read_secret(namespace, name)
         if data is None and generating:
-            generated = {"username": GENERATED_USER, "password": secrets.token_urlsafe(24)}
+            password = secrets.token_urlsafe(GENERATED_BYTES)
+            generated = {"username": GENERATED_USER, "password": password}
             manifest = manifests.secret(body, name, generated)
-            created = await asyncio.to_thread(self.kube.create, namespace, manifest)
-            data = generated if created else await self._read_secret(namespace, name)
+            if await asyncio.to_thread(self.kube.create, namespace, manifest):
+                return GENERATED_USER, generated["password"], True
+            data = await self._read_secret(namespace, name)
         if data is None:
             return f"credentials Secret {name} does not exist"
         if not data.get("username") or not data.get("password"):
@@ -175,7 +180,7 @@ class Ensuring(context.Context):
             auth.check_name(data["username"])
         except Exception as error:
             return f"credentials Secret {name}: {error}"
-        return data["username"], data["password"]
+        return data["username"], data["password"], False
 
     async def _keys_file(self, body: context.Body, spec: RepositorySpec) -> str:
         """The replicas' SSH keys file from the spec's deploy keys and ``deployKeysSecret``."""
@@ -282,10 +287,13 @@ class Ensuring(context.Context):
         files: dict[str, str],
         *,
         new: bool,
+        drawn: bool,
     ) -> None:
         """The hashed credentials the replicas check, their protected refs and deploy keys
         (``files``); rewritten when any changes. Replicas read them again when the Secret
-        changes, without a restart."""
+        changes, without a restart. ``drawn``: the first account's password was drawn by this
+        pass (random, so hashed fast: ``passwords.hash_random_token``); any other password may
+        be a person's, hashed with scrypt."""
         namespace = body["metadata"]["namespace"]
         name = names.auth_secret(body["metadata"]["name"])
         annotations = (
@@ -295,8 +303,9 @@ class Ensuring(context.Context):
             return
         lines = []
         loop = asyncio.get_running_loop()
-        for user, token, access in accounts:
-            hashed = await loop.run_in_executor(HASHING, passwords.hash_token, token.encode())
+        for number, (user, token, access) in enumerate(accounts):
+            hashing = passwords.hash_random_token if drawn and number == 0 else passwords.hash_token
+            hashed = await loop.run_in_executor(HASHING, hashing, token.encode())
             lines.append(auth.render(user, hashed, permission=access) + "\n")
         manifest = manifests.secret(
             body,

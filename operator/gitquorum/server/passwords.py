@@ -3,7 +3,8 @@
 A stored secret reads ``ALGORITHM$PARAMS$SALT$HASH``, salt and hash in standard base64:
 
 - ``scrypt$n=16384,r=8,p=1$...$...`` (the default: memory-hard, about 50 ms and 16 MiB);
-- ``pbkdf2-sha256$i=600000$...$...`` (for places where scrypt's memory is a problem).
+- ``pbkdf2-sha256$i=600000$...$...`` (for places where scrypt's memory is a problem);
+- ``pbkdf2-sha256$i=1000$...$...`` for tokens gitquorum draws itself (``hash_random_token``).
 
 Both come from the standard library. Parameters are bounded when a stored secret is parsed,
 so an edited file cannot make each login take minutes or gigabytes. Comparison is constant
@@ -135,6 +136,23 @@ def hash_token(token: bytes, *, algorithm: str = SCRYPT, cost: Cost | None = Non
     )
     empty.check()
     return dataclasses.replace(empty, digest=empty.derive(token)).encode()
+
+
+RANDOM_TOKEN_BYTES = 16
+"""The randomness a token needs for :func:`hash_random_token`: 128 bits."""
+
+
+def hash_random_token(token: bytes) -> str:
+    """A stored secret for a token gitquorum drew itself, from at least
+    :data:`RANDOM_TOKEN_BYTES` random bytes: PBKDF2 at its lowest allowed cost.
+
+    A slow hash protects a guessable password in a stolen file; a token of 128 random bits
+    cannot be guessed however fast each guess is, so its hash need not cost scrypt's 50 ms and
+    16 MiB (which the operator paid for every repository it creates)."""
+    if len(token) < RANDOM_TOKEN_BYTES:
+        raise ValueError(f"a random token has at least {RANDOM_TOKEN_BYTES} bytes")
+    cost = Cost(pbkdf2_iterations=MIN_PBKDF2_ITERATIONS)
+    return hash_token(token, algorithm=PBKDF2, cost=cost)
 
 
 def verify(token: bytes, secret: StoredSecret) -> bool:
