@@ -66,9 +66,12 @@ class Durable:
         )
 
     def to_status(self) -> dict[str, Any]:
+        # No leader is "": the schema does not let leader be null, and the API server drops a
+        # null it does not allow, so a pass comparing its status with the stored one would
+        # find them different for ever (and write the same status again on every pass).
         return {
             "term": self.term,
-            "leader": self.leader,
+            "leader": self.leader or "",
             "members": [{"name": m.name, "voter": m.voter} for m in self.members],
             "nextSerial": self.next_serial,
             "handedOff": self.handed_off,
