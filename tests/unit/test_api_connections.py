@@ -3,10 +3,13 @@ so its connection goes back to the pool (a local HTTP/1.1 server counts the conn
 
 import http.server
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
+import urllib3
 from kubernetes import client
 
 from gitquorum.kube import api, manifests
@@ -54,7 +57,7 @@ def server() -> Iterator[Server]:
 def _api(server: Server) -> api.Api:
     configuration = client.Configuration()
     configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
-    return api.Api(client.ApiClient(configuration))
+    return api.Api(api.Client(configuration))
 
 
 OWNER = {"metadata": {"name": "app", "namespace": "team", "uid": "u-1"}}
@@ -70,3 +73,18 @@ def test_api_calls_without_decoding_reuse_one_connection(server: Server) -> None
         kube.patch_budget("team", "app", 2)
 
     assert server.connections == 1
+
+
+def test_api_call_without_an_answer_ends_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    monkeypatch.setattr(api, "REQUEST_TIMEOUT", (1.0, 0.5))
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    kube = api.Api(api.Client(configuration))
+    started = time.monotonic()
+
+    with pytest.raises(urllib3.exceptions.MaxRetryError, match="Read timed out"):
+        kube.read_secret("team", "anything")
+
+    assert time.monotonic() - started < 5
+    silent.close()

@@ -25,6 +25,34 @@ time: with Python's default (cores + 4) a thousand repositories arriving at once
 behind six calls in flight (measured with py-spy: all six threads waiting on answers)."""
 
 
+REQUEST_TIMEOUT = (5.0, 60.0)
+"""Seconds to connect, and to wait for an answer, for every call without a timeout of its own.
+The client's own default is to wait for ever: one answer lost (a connection cut without a
+reset) would hold a thread, and the pass waiting on it, until the process ends."""
+
+
+class Client(client.ApiClient):
+    """The Kubernetes client, every call with a deadline (:data:`REQUEST_TIMEOUT`)."""
+
+    def call_api(
+        self,
+        method: Any,
+        url: Any,
+        header_params: Any = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> Any:
+        return super().call_api(
+            method,
+            url,
+            header_params=header_params,
+            body=body,
+            post_params=post_params,
+            _request_timeout=_request_timeout or REQUEST_TIMEOUT,
+        )
+
+
 def connect(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig."""
     configuration = client.Configuration()
@@ -36,7 +64,7 @@ def connect(kubeconfig: str | None = None) -> client.ApiClient:
             config.load_kube_config(client_configuration=configuration)
     else:
         config.load_kube_config(kubeconfig, client_configuration=configuration)
-    return client.ApiClient(configuration)
+    return Client(configuration)
 
 
 class Api:
