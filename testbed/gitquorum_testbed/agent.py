@@ -44,6 +44,8 @@ HEARTBEAT_SECONDS = 2.0
 STATUS_SECONDS = 10.0
 SYNC_SECONDS = 0.5
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+PROVISION_RETRY_SECONDS = 60.0
+"""A volume created but never seen in the mirror is created again after this long."""
 HOLLOW_KEY = "node.gitquorum.io/hollow"
 """Label and NoSchedule taint of hollow nodes."""
 
@@ -69,6 +71,8 @@ class Agent:
             self.core.list_persistent_volume_claim_for_all_namespaces, what="claims"
         )
         self.volumes = mirrors.Mirror(self.core.list_persistent_volume, what="volumes")
+        self.provisioned: dict[str, float] = {}
+        """Volumes this agent created (name -> when) that its volume mirror does not show yet."""
         # A hollow node may hold hundreds of pods and only needs to see their deletion.
         self.bound_pods = mirrors.Mirror(
             self.core.list_pod_for_all_namespaces,
@@ -300,7 +304,19 @@ class Agent:
     # --- local volumes -------------------------------------------------------------------------
 
     def provision_volumes(self) -> None:
-        """Create a PV for every claim of the local class that the scheduler put on this node."""
+        """Create a PV for every claim of the local class that the scheduler put on this node.
+
+        Once per claim, as a provisioner does: the claim stays Pending until the PV controller
+        binds it, seconds later under load, and creating its volume again on every sync (each
+        answered 409) made most of the API server's requests with a thousand claims arriving.
+        """
+        existing = {pv["metadata"]["name"] for pv in self.volumes.items()}
+        now = time.monotonic()
+        self.provisioned = {
+            name: when
+            for name, when in self.provisioned.items()
+            if name not in existing and now - when < PROVISION_RETRY_SECONDS
+        }
         for pvc in self.claims.items():
             metadata, spec = pvc["metadata"], pvc["spec"]
             annotations = metadata.get("annotations") or {}
@@ -314,6 +330,8 @@ class Agent:
             if spec.get("storageClassName") != STORAGE_CLASS:
                 continue
             name = f"pvc-{metadata['uid']}"
+            if name in existing or name in self.provisioned:
+                continue
             path = self.dir / "volumes" / name
             path.mkdir(parents=True, exist_ok=True)
             pv = client.V1PersistentVolume(
@@ -339,6 +357,7 @@ class Agent:
             )
             try:
                 self.core.create_persistent_volume(pv)
+                self.provisioned[name] = now
                 log.info(
                     "node %s: provisioned %s for %s/%s",
                     self.node.name,
