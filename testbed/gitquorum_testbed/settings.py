@@ -28,11 +28,13 @@ KUBERNETES_SERVICE_IP = ipaddress.ip_address("10.96.0.1")
 OBJECT_STORE_SERVICE_IP = SERVICE_RANGE.network_address + 250
 ZONES_DEFAULT = ("zone-a", "zone-b", "zone-c")
 REGION = "testbed"
-# What a hollow node advertises: room for a benchmark's hundreds of pods, since none of them
-# will run (see agent.py).
-HOLLOW_CPU = "64"
+# What a hollow node advertises: room for a benchmark's pods, since none of them will run (see
+# agent.py): a replica of each of 1,000 repositories at the default requests (100m, 128Mi), as
+# ``bench operator-scale`` places them (three hollow nodes, three replicas each). With 500 pods,
+# half of that benchmark's pods were never scheduled.
+HOLLOW_CPU = "128"
 HOLLOW_MEMORY = "256Gi"
-HOLLOW_MAX_PODS = 500
+HOLLOW_MAX_PODS = 1100
 
 
 @dataclasses.dataclass(frozen=True)
