@@ -47,6 +47,8 @@ class Settings:
     follower_poll_interval: float = 10.0
     """Seconds a steady follower's last report may stand, confirmed by its leader's view of it,
     before it is asked again (``polling``): a steady pass asks the leader alone."""
+    concurrent_arrivals: int = 16
+    """Repositories making their first pass in this process at the same time."""
     concurrent_ensures: int = 8
     """Repositories whose surrounding objects are made or checked at the same time."""
     resync_interval: float = 60.0
@@ -137,6 +139,8 @@ class Context:
         self.started = clock()
         self.updating = rolling.Slots(settings.max_concurrent_updates)
         """Repositories (uids) in a rolling update."""
+        self.arriving = asyncio.Semaphore(settings.concurrent_arrivals)
+        """Held by a repository's first pass in this process (``handlers``)."""
         self.ensuring = asyncio.Semaphore(settings.concurrent_ensures)
         """Held while a repository's Secrets, Service and policies are made or checked."""
         self.upkeep_permits: dict[str, dict[str, float]] = {}

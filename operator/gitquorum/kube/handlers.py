@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 FINALIZER = "gitquorum.io/finalizer"
 SETTLE = 0.5
+LIST_CHUNK = 200
+"""Objects per page of kopf's initial lists."""
 """Seconds a pass woken by an event waits for the events that come with it."""
 
 
@@ -101,6 +103,11 @@ def register(
         # (the reconciler also reads doubtful pods again, see Settings.stale_after).
         settings.watching.server_timeout = 120
         settings.watching.client_timeout = 150
+        # What a restart costs in memory: the initial lists read in pages rather than whole
+        # (thousands of pods at once made the resident memory's peak, and it stays), and a
+        # worker idle for a second let go of the last event it held.
+        settings.watching.chunk_size = LIST_CHUNK
+        settings.queueing.idle_timeout = 1.0
 
     @kopf.index("pods", labels=replica, registry=registry, id="replica_pods", when=ours)
     def replica_pods(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
@@ -155,17 +162,22 @@ def register(
     ) -> None:
         key = (namespace, name)
         wake = wakeups.get(key)
+        # The first pass of each repository waits its turn (an operator restarted over a
+        # thousand repositories starts a thousand loops at once): a few in flight, each with
+        # its copy of the object, rather than all of them.
+        arriving: Any = work.arriving
         try:
             while True:
                 wake.clear()
                 nodes = {node: next(iter(store)) for node, store in cluster_nodes.items()}
                 try:
-                    delay = await work.reconcile(
-                        _plain(body),
-                        list(replica_pods.get(key, [])),
-                        list(replica_claims.get(key, [])),
-                        nodes,
-                    )
+                    async with arriving:
+                        delay = await work.reconcile(
+                            _plain(body),
+                            list(replica_pods.get(key, [])),
+                            list(replica_claims.get(key, [])),
+                            nodes,
+                        )
                 except ApiException as error:
                     # The API server said no (namespace terminating, quota, RBAC): one line
                     # saying what, not a traceback, and the next pass tries again.
@@ -183,6 +195,7 @@ def register(
                     log.exception("%s/%s: reconcile pass failed; retrying", namespace, name)
                     work.metrics.errors.inc(())
                     delay = 5.0
+                arriving = contextlib.nullcontext()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), delay)
                     # Woken by a change: those that come with it (a pod's creation, binding
