@@ -138,8 +138,9 @@ def _report(
     print(
         f"   summary at {count} repositories: pods and claims exist after {scale.exist:.1f} s, "
         f"created directly after {scale.reference:.1f} s: ratio {create_ratio:.2f} (target <= "
-        f"{CREATE_RATIO_TARGET:.0f}); operator peak RSS {scale.peak_mb:.0f} MB while they "
-        f"arrived, {seen['restarted_mb']:.0f} MB after a restart (target <= {target_mb:.0f} MB; "
+        f"{CREATE_RATIO_TARGET:.0f}); operator RSS {scale.rss_before_mb:.0f} MB before, peak "
+        f"{scale.peak_mb:.0f} MB while they arrived, {seen['restarted_mb']:.0f} MB after a "
+        f"restart (target <= {target_mb:.0f} MB; "
         f"{seen['traced_mb']:.0f} MB while tracing); idle {per_repository:.4f} API requests/s "
         f"per repository beyond the Lease's {lease_rate:.2f}/s, operator CPU "
         f"{seen['cpu'] / window * 100:.1f}% of a core for all",
