@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
+from gitquorum import allocator
 from gitquorum.kube import api, handlers, lease, metrics, profiling, reconciler
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -
         events=handlers.post_event,
         metrics=registry_metrics,
     )
+    trimming = asyncio.ensure_future(allocator.trim_every())
     try:
         acquiring = asyncio.ensure_future(held.acquire())
         stopping = asyncio.ensure_future(stop.wait())
@@ -117,6 +119,7 @@ async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -
             return 0
         return await _act(options, work, kube, wakeups, held, stop)
     finally:
+        trimming.cancel()
         await work.close()
         await runner.cleanup()
         if held.held:
