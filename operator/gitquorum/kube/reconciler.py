@@ -295,24 +295,34 @@ class Reconciler(
         claims: list[context.Body],
         spec: RepositorySpec,
     ) -> None:
-        namespace, repository = body["metadata"]["namespace"], body["metadata"]["name"]
-        for member in durable.members:
-            item = observed.get(member.name) or planning.Observed(member.name)
-            if item.node_lost:
-                continue  # replaced once that is safe (planning), never recreated in place
-            if not item.claim:
-                claim = manifests.volume_claim(repository, member.name, spec)
-                await asyncio.to_thread(self.kube.create, namespace, claim)
-            if item.pod and item.phase in ("Failed", "Succeeded") and not item.deleting:
-                await asyncio.to_thread(self.kube.delete_pod, namespace, member.name, force=False)
-            elif not item.pod:
-                pod = manifests.replica_pod(body, member.name, spec, image=self.settings.image)
-                if await asyncio.to_thread(self.kube.create, namespace, pod):
-                    self.metrics.pods_created.inc(())
+        # Members are independent: a new repository's claims and pods are asked for together.
+        await asyncio.gather(
+            *(
+                self._converge_member(body, observed.get(m.name) or planning.Observed(m.name), spec)
+                for m in durable.members
+            )
+        )
         present = [p["metadata"]["name"] for p in pods] + [c["metadata"]["name"] for c in claims]
         leftovers = planning.orphans(durable, present)
         if leftovers:
             await self._delete_orphans(body, leftovers, observed)
+
+    async def _converge_member(
+        self, body: context.Body, item: planning.Observed, spec: RepositorySpec
+    ) -> None:
+        """A member's claim, then its pod: made when missing, the pod replaced once ended."""
+        namespace, repository = body["metadata"]["namespace"], body["metadata"]["name"]
+        if item.node_lost:
+            return  # replaced once that is safe (planning), never recreated in place
+        if not item.claim:
+            claim = manifests.volume_claim(repository, item.name, spec)
+            await asyncio.to_thread(self.kube.create, namespace, claim)
+        if item.pod and item.phase in ("Failed", "Succeeded") and not item.deleting:
+            await asyncio.to_thread(self.kube.delete_pod, namespace, item.name, force=False)
+        elif not item.pod:
+            pod = manifests.replica_pod(body, item.name, spec, image=self.settings.image)
+            if await asyncio.to_thread(self.kube.create, namespace, pod):
+                self.metrics.pods_created.inc(())
 
     async def _delete_orphans(
         self, body: context.Body, leftovers: list[str], observed: Mapping[str, planning.Observed]
