@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from gitquorum.kube import manifests, names, planning, status
+from gitquorum.kube import manifests, names, planning, reconciler, status
 from gitquorum.kube.planning import Durable, Member, Observed
 from gitquorum.kube.spec import RepositorySpec
 from tests.unit import statuses
@@ -165,3 +165,25 @@ def test_status_derive_reports_members_and_scale_fields():
     pending = derived["replicaStatuses"][1]
     assert pending["state"] == "Pending" and pending["message"] == "0/3 nodes"
     assert planning.Durable.from_status(derived) == durable
+
+
+STARTING = (Member("repo-1", True), Member("repo-2", True), Member("repo-3", True))
+NO_LEADER = planning.Step(planning.Kind.NO_LEADER, "0 of 3 voters answered")
+
+
+def test_no_leader_of_a_repository_starting_is_no_warning():
+    unanswered = {"repo-1": Observed("repo-1", pod=True, phase="Pending")}
+
+    assert reconciler._starting(Durable(members=STARTING), unanswered, NO_LEADER)
+
+
+@pytest.mark.parametrize(
+    ("durable", "observed"),
+    [
+        (Durable(3, None, STARTING), {}),  # it had a leader: lost, a warning
+        (Durable(members=STARTING), {"repo-1": _observed("repo-1", "InSync")}),  # one answered
+    ],
+    ids=["had-a-leader", "replica-answered"],
+)
+def test_no_leader_of_a_repository_started_is_a_warning(durable, observed):
+    assert not reconciler._starting(durable, observed, NO_LEADER)

@@ -166,7 +166,8 @@ class Reconciler(
         if step is None:
             return body, durable, None, None
         if step.durable is None:
-            self._event(body, memory, "Warning", step.kind.value, step.message)
+            if not _starting(durable, observed, step):
+                self._event(body, memory, "Warning", step.kind.value, step.message)
             return body, durable, step, step.message
         notes = context.Notes(None, manifests.revision(body, spec, image=self.settings.image))
         body = await self._write(body, step.durable, observed, spec, memory, notes)
@@ -343,3 +344,16 @@ class Reconciler(
             if item.claim:
                 await asyncio.to_thread(self.kube.delete_claim, namespace, name)
                 log.info("deleted pod and volume of removed replica %s", name)
+
+
+def _starting(
+    durable: planning.Durable, observed: Mapping[str, planning.Observed], step: planning.Step
+) -> bool:
+    """A repository that never had a leader, none of whose replicas has answered yet: it is
+    being created, and no leader is what that looks like (the status says so; a Warning for each
+    new repository would only be noise, and a request to the API server)."""
+    return (
+        step.kind is planning.Kind.NO_LEADER
+        and durable.term == 0
+        and all(item.report is None for item in observed.values())
+    )
