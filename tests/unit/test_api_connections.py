@@ -38,7 +38,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_POST = do_PATCH = do_DELETE = _answer
+    do_POST = do_PATCH = do_DELETE = do_GET = _answer
 
     def log_message(self, *_: object) -> None:
         pass
@@ -71,6 +71,7 @@ def test_api_calls_without_decoding_reuse_one_connection(server: Server) -> None
         kube.label_pod("team", f"p{number}", "gitquorum.io/serving", "true")
         kube.delete_claim("team", f"c{number}")
         kube.patch_budget("team", "app", 2)
+        assert kube.read_pod("team", f"p{number}") == {"kind": "Status", "status": "Success"}
 
     assert server.connections == 1
 

@@ -96,6 +96,8 @@ class Memory:
     """Seconds between two reads of a doubtful pod: doubled each time the cache was right."""
     restoring: "asyncio.Future[None] | None" = None
     """The restore of ``spec.bootstrap.fromBackup`` the leader works on (``bootstrapping``)."""
+    revision: tuple[tuple[Any, ...], str] | None = None
+    """The revision replica pods are rendered at, and what it was rendered from (``reconciler``)."""
     written: "Written | None" = None
     """This operator's last status write, until the watch cache shows it."""
 

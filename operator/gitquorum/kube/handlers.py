@@ -10,7 +10,6 @@ behind kopf's finalizer.
 
 import asyncio
 import contextlib
-import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -53,7 +52,23 @@ class Wakeups:
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
+    """A pass's own copy of kopf's live body, without ``metadata.managedFields`` (half of a
+    GitRepository, never read). Copied as JSON data, not by ``copy.deepcopy``: a pass per
+    repository every second made deepcopy the operator's largest cost (py-spy: 42% of the event
+    loop at 1,000 repositories)."""
+    metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return {
+        **_copied({k: v for k, v in body.items() if k != "metadata"}),
+        "metadata": _copied(metadata),
+    }
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    return value  # str, int, float, bool, None: immutable
 
 
 def _ready(node: Mapping[str, Any]) -> str:

@@ -105,7 +105,7 @@ class Reconciler(
         memory = self.repositories.setdefault(metadata["uid"], context.Memory())
         body = memory.latest(body)
         spec = RepositorySpec.from_body(body.get("spec") or {})
-        revision = manifests.revision(body, spec, image=self.settings.image)
+        revision = self._revision(body, spec, memory)
         problem = await self._ensure_objects(body, spec, memory)
         durable = planning.Durable.from_status(body.get("status") or {})
         if problem is not None:
@@ -169,11 +169,20 @@ class Reconciler(
             if not _starting(durable, observed, step):
                 self._event(body, memory, "Warning", step.kind.value, step.message)
             return body, durable, step, step.message
-        notes = context.Notes(None, manifests.revision(body, spec, image=self.settings.image))
+        notes = context.Notes(None, self._revision(body, spec, memory))
         body = await self._write(body, step.durable, observed, spec, memory, notes)
         self.metrics.decisions.inc((step.kind.value,))
         self._event(body, memory, "Normal", step.kind.value, step.message, always=True)
         return body, step.durable, step, None
+
+    def _revision(self, body: context.Body, spec: RepositorySpec, memory: context.Memory) -> str:
+        """``manifests.revision``, rendered again only when the spec (its generation) changed:
+        rendering a pod on every pass was a seventh of the event loop at 1,000 repositories."""
+        metadata = body["metadata"]
+        key = (metadata["name"], metadata.get("generation"), self.settings.image)
+        if memory.revision is None or memory.revision[0] != key:
+            memory.revision = (key, manifests.revision(body, spec, image=self.settings.image))
+        return memory.revision[1]
 
     def _report_damage(
         self,
