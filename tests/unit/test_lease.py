@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
 import datetime
+import threading
+import time
 
 import pytest
 from kubernetes import client
@@ -114,3 +118,56 @@ def test_lease_lost_watchdog_never_holds_a_clean_exit_back() -> None:
         assert timer.daemon
     finally:
         timer.cancel()
+
+
+class HangingLeases(FakeLeases):
+    """Answers until told to hang, then never (a connection dead without a reset)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = threading.Event()
+        self.released = threading.Event()
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> client.V1Lease:
+        if self.hang.is_set():
+            self.released.wait(30)
+        return super().read_namespaced_lease(name, namespace)
+
+
+def test_lease_keep_gives_up_in_time_while_renewals_hang() -> None:
+    store = HangingLeases()
+    held = instance(store, "a")
+    held.duration, held.renew_every = 3.0, 0.2
+
+    async def lose() -> float:
+        await held.acquire()
+        store.hang.set()
+        started = time.monotonic()
+        await asyncio.wait_for(held.keep(), 10)  # without a bound on attempts: for ever
+        return time.monotonic() - started
+
+    try:
+        took = asyncio.run(lose())
+    finally:
+        store.released.set()
+    # Given up after duration - margin (2 s) without a renewal, not after the hung call.
+    assert not held.held and took < held.duration
+
+
+def test_lease_renews_while_the_shared_threads_are_busy() -> None:
+    store = FakeLeases()
+    held = instance(store, "a")
+    busy = threading.Event()
+
+    async def renew_beside_a_busy_pool() -> bool:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(1))
+        blocked = asyncio.to_thread(busy.wait, 30)  # the passes' pool, taken
+        blocker = asyncio.ensure_future(blocked)
+        try:
+            return await held._attempting(2.0)
+        finally:
+            busy.set()
+            await blocker
+
+    assert asyncio.run(renew_beside_a_busy_pool())

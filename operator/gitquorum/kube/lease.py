@@ -8,6 +8,7 @@ read, so two instances never both win.
 """
 
 import asyncio
+import concurrent.futures
 import datetime
 import logging
 import time
@@ -33,6 +34,9 @@ class Lease:
         self.namespace, self.name, self.identity = namespace, name, identity
         self.duration, self.renew_every = duration, renew_every
         self.held = False
+        # Its own threads: in the pool the passes share, a renewal waited behind a restart's
+        # burst of calls; two, so that one attempt stuck on a dead connection blocks no other.
+        self.threads = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="lease")
 
     def try_take(self) -> bool:
         """Takes or renews the lease; False when another live holder has it."""
@@ -82,7 +86,7 @@ class Lease:
     async def acquire(self) -> None:
         """Waits until this instance holds the lease."""
         waiting_logged = False
-        while not await asyncio.to_thread(self._attempt):
+        while not await self._attempting(self.duration):
             if not waiting_logged:
                 log.info(
                     "waiting for lease %s/%s held by another instance", self.namespace, self.name
@@ -98,12 +102,25 @@ class Lease:
         margin = min(5.0, self.duration / 3)
         while True:
             await asyncio.sleep(self.renew_every)
-            if await asyncio.to_thread(self._attempt):
+            # An attempt may take no longer than the lease has left: one that hangs must not
+            # keep this instance acting after another may have taken over.
+            left = self.duration - margin - (time.monotonic() - last)
+            if await self._attempting(max(left, 0.0)):
                 last = time.monotonic()
             elif time.monotonic() - last > self.duration - margin:
                 self.held = False
                 log.error("lease %s/%s lost: stopping", self.namespace, self.name)
                 return
+
+    async def _attempting(self, within: float) -> bool:
+        """An attempt on the lease's own threads; False when it failed or took over ``within``
+        seconds."""
+        attempt = asyncio.get_running_loop().run_in_executor(self.threads, self._attempt)
+        try:
+            return await asyncio.wait_for(attempt, within)
+        except TimeoutError:
+            log.warning("lease %s: no answer within %.1f s", self.name, within)
+            return False
 
     def _attempt(self) -> bool:
         try:
