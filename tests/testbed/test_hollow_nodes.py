@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from gitquorum_testbed import agent, cluster
+from gitquorum_testbed import agent, cluster, settings
 from tests import waiting
 from tests.testbed import kube
 
@@ -32,7 +32,7 @@ def test_hollow_node_binds_the_claim_but_never_starts_the_command(
     try:
         registered = core.read_node(node.name)
         assert registered.metadata.labels[agent.HOLLOW_KEY] == "true"
-        assert registered.status.allocatable["pods"] == "500"
+        assert registered.status.allocatable["pods"] == str(settings.HOLLOW_MAX_PODS)
         assert agent.HOLLOW_KEY in {t.key for t in registered.spec.taints or []}
 
         core.create_namespaced_persistent_volume_claim(namespace, kube.claim("disk"))
