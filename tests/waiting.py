@@ -40,3 +40,23 @@ def until(
                 f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}"
             )
         time.sleep(interval)
+
+
+def never(
+    what: str,
+    probe: Callable[[], object],
+    *,
+    window: float,
+    interval: float = 0.5,
+) -> None:
+    """Check that ``probe()`` stays falsy for the whole ``window``: the one way to assert that
+    something does not happen. Fails at its first truthy result, saying what happened.
+    """
+    deadline = time.monotonic() + window
+    while True:
+        value = probe()
+        if value:
+            raise AssertionError(f"{what} within {window:.0f}s: {value!r}")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)

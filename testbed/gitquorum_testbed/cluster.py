@@ -166,9 +166,13 @@ class Testbed:
 
     def apiserver_restart(self) -> None:
         """The API server stops (every watch and request fails) and comes back, as in an
-        upgrade of the control plane; etcd keeps the state."""
+        upgrade of the control plane; etcd keeps the state. The stop is compressed like the rest
+        of the testbed's timings, so the outage stays shorter than the node-monitor grace, as a
+        kubelet's 30 s grace for the API server's pod is shorter than the default 50 s."""
         _require_root()
-        processes.stop("kube-apiserver", pids=self.layout.pids, grace=10)
+        processes.stop(
+            "kube-apiserver", pids=self.layout.pids, grace=controlplane.APISERVER_STOP_GRACE
+        )
         controlplane.start(
             layout=self.layout, bindir=binaries.directory(build=False), ports=self.ports
         )

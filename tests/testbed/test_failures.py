@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from gitquorum_testbed import cluster
+from gitquorum_testbed import cluster, controlplane
 from tests import waiting
 from tests.testbed import kube
 
@@ -170,12 +170,40 @@ def test_node_stop_start_shorter_than_eviction_reports_the_new_sandbox(
     assert after.metadata.deletion_timestamp is None
 
 
+def _ready_since(conditions: list | None) -> object:
+    return next((c.last_transition_time for c in conditions or [] if c.type == "Ready"), None)
+
+
 def test_apiserver_restart_leaves_running_pods_alone(testbed: cluster.Testbed, core, namespace):
     """A kubelet keeps its pods running while the control plane is away: no restart, no new
-    address, Ready again once it can report (volume refreshes and status reports wait)."""
+    address, Ready again once it can report (volume refreshes and status reports wait). The
+    restart is shorter than the node-monitor grace, as with real defaults: no node or pod is
+    marked NotReady by the node-lifecycle controller when it is back."""
     core.create_namespaced_pod(namespace, kube.http_server("steady", node=NODE))
     before = kube.wait_ready(core, namespace, "steady")
+    nodes_before = {
+        n.metadata.name: _ready_since(n.status.conditions) for n in core.list_node().items
+    }
     testbed.apiserver_restart()
+
+    def marked() -> list[str]:
+        changed = [
+            f"node {n.metadata.name}"
+            for n in core.list_node().items
+            if _ready_since(n.status.conditions) != nodes_before.get(n.metadata.name)
+        ]
+        pod = core.read_namespaced_pod("steady", namespace)
+        if _ready_since(pod.status.conditions) != _ready_since(before.status.conditions):
+            changed.append("pod steady")
+        return changed
+
+    # The controller would mark a node within its grace of the last heartbeat it saw: watch
+    # that whole window, since what is asserted is that nothing happens in it.
+    waiting.never(
+        "a Ready condition changed after a short API server restart",
+        marked,
+        window=float(controlplane.NODE_MONITOR_GRACE.rstrip("s")) + 3,
+    )
     after = kube.wait_ready(core, namespace, "steady", timeout=60)
     status = after.status.container_statuses[0]
     assert status.restart_count == before.status.container_statuses[0].restart_count
