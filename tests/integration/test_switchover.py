@@ -293,3 +293,48 @@ def test_request_to_a_replica_not_configured_yet_waits_for_its_configuration(
     result = outcome[0]
     assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
     assert result.stdout.split()[0] == git.out("rev-parse", "HEAD", cwd=work)  # type: ignore[attr-defined]
+
+
+def _answer(url: str) -> tuple[int, str]:
+    """The status and Connection header of a GET, errors included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers.get("Connection", "")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Connection", "")
+
+
+def test_follower_on_sigterm_accepts_connections_for_its_stop_delay_while_not_ready(
+    git: Git, tmp_path: pathlib.Path, auth_file: pathlib.Path
+) -> None:
+    """Between a pod's SIGTERM and its endpoint leaving the Service's routing, connections
+    still arrive: the replica answers them (saying it closes each), reports not ready, and
+    closes its listener only after the stop delay."""
+    group = Replicas(tmp_path / "delayed", auth_file, 3, extra_args=("--stop-delay", "4"))
+    try:
+        group.start_all()
+        work = _work(git, tmp_path)
+        git.run("push", "-q", group.url("r0"), "main", cwd=work)
+        group.wait_in_sync()
+        port = group.ports["r2"][0]
+        stopping = group.processes.pop("r2")
+        stopping.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        waiting.until(
+            "the stopping follower to report not ready",
+            lambda: _answer(f"http://127.0.0.1:{port}/readyz")[0] == 503,
+            timeout=3,
+            interval=0.05,
+        )
+        head = git.commit(work, "file", "through a stopping follower\n")
+        git.run("push", "-q", group.url("r2"), "main", cwd=work)
+        assert git.out("ls-remote", group.url("r2"), "refs/heads/main").split()[0] == head
+        assert _answer(f"http://127.0.0.1:{port}/healthz") == (200, "close")
+        assert time.monotonic() - signalled < 4, "the checks outlasted the stop delay"
+        stopping.wait(timeout=30)
+        assert time.monotonic() - signalled >= 4, "the listener closed before the stop delay"
+    finally:
+        group.stop_all()

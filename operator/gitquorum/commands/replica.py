@@ -122,6 +122,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "before it stops (%(default)s; the operator sets it, below the pod's "
         "terminationGracePeriodSeconds)",
     )
+    parser.add_argument(
+        "--stop-delay",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, seconds the replica reports not ready but still accepts connections, "
+        "so that Service endpoints drop it before it stops listening (%(default)s; the "
+        "operator sets it)",
+    )
     serve.add_ssh_arguments(parser)
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
@@ -315,6 +323,7 @@ async def _main(
         limits=limits,
         git=options,
         ssh=serve.ssh_settings(args),
+        stop_delay=args.stop_delay,
     )
     server = http.Server(
         server_settings,

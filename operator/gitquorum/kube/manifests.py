@@ -25,6 +25,10 @@ TERMINATION_GRACE_SECONDS = 30
 """A leader pod's deletion is the window of its switchover (the replica waits up to
 ``LEAVE_SECONDS`` for it), followed by draining the requests in flight."""
 LEAVE_SECONDS = 20
+STOP_DELAY_SECONDS = 5
+"""How long a stopping replica goes on accepting connections while reporting not ready, for its
+endpoint to leave every node's Service routing first (kube-proxy applies changes within a
+second or two; large clusters take longer). It runs alongside the switchover wait."""
 _TEMPLATE_REPLICA = "<replica>"
 HOSTNAME_KEY = "kubernetes.io/hostname"
 
@@ -110,6 +114,7 @@ def _replica_pod(
         ssh_keys_file=f"{AUTH_MOUNT}/{names.SSH_KEYS_KEY}",
         anonymous_read=spec.anonymous_read,
         leave_timeout=LEAVE_SECONDS,
+        stop_delay=STOP_DELAY_SECONDS,
         # Maintenance and scrubs only under the operator's permits, inside the window.
         maintenance_permits=spec.maintenance_window is not None,
     ).argv()

@@ -25,6 +25,7 @@ class ReplicaCommand:
     notifications_file: str | None = None
     anonymous_read: bool = False
     leave_timeout: float | None = None
+    stop_delay: float | None = None
     maintenance_permits: bool = False
     ssh_port: int | None = None
     ssh_host_key: str | None = None
@@ -52,6 +53,8 @@ class ReplicaCommand:
             argv.append("--anonymous-read")
         if self.leave_timeout is not None:
             argv += ["--leave-timeout", f"{self.leave_timeout:g}"]
+        if self.stop_delay is not None:
+            argv += ["--stop-delay", f"{self.stop_delay:g}"]
         if self.maintenance_permits:
             argv.append("--maintenance-permits")
         if self.ssh_port is not None:

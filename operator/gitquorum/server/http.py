@@ -124,6 +124,7 @@ class Server:
         # requests are logged and counted and their errors answered like any other.
         app = web.Application(middlewares=[self._record, *self._middlewares])
         app.on_response_prepare.append(_server_header)
+        app.on_response_prepare.append(self._close_when_draining)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -264,6 +265,14 @@ class Server:
         if reason is not None:
             raise errors.Unavailable(reason)
         return web.Response(text="ready\n")
+
+    async def _close_when_draining(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        # A client that kept this connection would send its next request (git's POST after
+        # its GET) to a server that is about to close it, and fail.
+        if self.draining:
+            response.force_close()
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         _exchange(request, endpoint="metrics")

@@ -1,8 +1,11 @@
 """Running the server: binding the socket, serving until told to stop, draining on exit.
 
-On SIGTERM or SIGINT the server reports not ready, stops accepting connections and gives the
-requests in flight the shutdown timeout to finish; git processes still running after that
-are killed with their requests.
+On SIGTERM or SIGINT the server reports not ready at once, goes on accepting connections for
+the stop delay (endpoints take a moment to drop a terminating pod: a connection routed to a
+closed listener in that moment would fail), then stops accepting and gives the requests in
+flight the shutdown timeout to finish; git processes still running after that are killed with
+their requests. While stopping, every answer says ``Connection: close``, so that no client
+keeps a connection to a server about to go.
 """
 
 import asyncio
@@ -69,10 +72,15 @@ async def serve_many(
         addresses = ", ".join(_url(sock) for _, sock in apps)
         log.info("%s on %s", started, addresses)
         await stop.wait()
-        if before_stop is not None:
-            await before_stop()
-        log.info("stopping: draining requests for up to %s s", server.settings.shutdown_timeout)
         server.draining = True
+        log.info(
+            "stopping: not ready, still accepting connections for %s s", server.settings.stop_delay
+        )
+        await asyncio.gather(
+            before_stop() if before_stop is not None else asyncio.sleep(0),
+            asyncio.sleep(server.settings.stop_delay),
+        )
+        log.info("stopping: draining requests for up to %s s", server.settings.shutdown_timeout)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()

@@ -96,6 +96,10 @@ class ServerSettings:
     """The SSH transport, off by default."""
     shutdown_timeout: float = 30.0
     """Seconds in-flight requests get to finish after SIGTERM."""
+    stop_delay: float = 0.0
+    """Seconds after SIGTERM during which the server reports not ready but still accepts
+    connections, so that Service endpoints drop it before its listener closes (what a preStop
+    sleep does); 0 outside Kubernetes, where nothing routes by readiness."""
 
 
 def parse_listen(value: str) -> tuple[str, int]:
