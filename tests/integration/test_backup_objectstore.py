@@ -11,6 +11,7 @@ import pytest
 
 from gitquorum import errors
 from gitquorum.backup import layout, manifests, objectstore
+from gitquorum.backup.location import Location
 from gitquorum.replication import checksum
 from tests.objectstore import ObjectStoreEndpoint
 
@@ -20,7 +21,7 @@ T0 = datetime.datetime(2026, 3, 2, 12, 0, tzinfo=datetime.UTC)
 UNREACHABLE_DEADLINE = 15.0
 
 
-def _location(endpoint: ObjectStoreEndpoint, **changes: str) -> objectstore.Location:
+def _location(endpoint: ObjectStoreEndpoint, **changes: str) -> Location:
     # A prefix of its own per test: the store is shared by the session.
     prefix = layout.repository_prefix(f"t-{secrets.token_hex(4)}", "team", "app")
     values = {
@@ -31,7 +32,7 @@ def _location(endpoint: ObjectStoreEndpoint, **changes: str) -> objectstore.Loca
         "secret_key": endpoint.secret_key,
         **changes,
     }
-    return objectstore.Location(**values)
+    return Location(**values)
 
 
 def _manifest(prefix: str, number: int, *, bundle: bool = True) -> manifests.Manifest:
@@ -198,9 +199,7 @@ def test_objectstore_unknown_access_key_is_refused_credentials(
 
 def test_objectstore_unreachable_fails_fast(tmp_path: pathlib.Path) -> None:
     endpoint = f"http://127.0.0.1:{_closed_port()}"
-    location = objectstore.Location(
-        endpoint=endpoint, bucket="b-1", prefix="", access_key="a", secret_key="s"
-    )
+    location = Location(endpoint=endpoint, bucket="b-1", prefix="", access_key="a", secret_key="s")
     store = objectstore.ObjectStore(location)
     started = time.monotonic()
     with pytest.raises(

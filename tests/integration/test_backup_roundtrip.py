@@ -9,6 +9,7 @@ import secrets
 import pytest
 
 from gitquorum.backup import bundling, catalog, layout, manifests, objectstore, restoring
+from gitquorum.backup.location import Location
 from gitquorum.replication import checksum
 from gitquorum.server import settings, spawning
 from tests.integration.helpers import Git
@@ -68,7 +69,7 @@ def _back_up(
 def backed_up(
     git: Git, object_store: ObjectStoreEndpoint, tmp_path: pathlib.Path
 ) -> tuple[objectstore.ObjectStore, list[manifests.Manifest]]:
-    location = objectstore.Location(
+    location = Location(
         endpoint=object_store.endpoint,
         bucket=object_store.bucket,
         prefix=layout.repository_prefix(f"rt-{secrets.token_hex(4)}", "team", "app"),

@@ -8,6 +8,7 @@ import pytest
 
 from gitquorum import errors
 from gitquorum.backup import objectstore
+from gitquorum.backup.location import Location
 
 pytestmark = pytest.mark.unit
 
@@ -25,32 +26,32 @@ DOCUMENT: dict[str, Any] = {
 
 
 def test_location_round_trip() -> None:
-    location = objectstore.Location.from_json(DOCUMENT)
+    location = Location.from_json(DOCUMENT)
     assert location.to_json() == DOCUMENT
-    assert objectstore.Location.from_json(location.to_json()) == location
+    assert Location.from_json(location.to_json()) == location
 
 
 def test_location_defaults_without_optional_fields() -> None:
     document = {k: v for k, v in DOCUMENT.items() if k not in ("caPem", "region")}
-    location = objectstore.Location.from_json(document)
+    location = Location.from_json(document)
     assert location.ca_pem is None and location.region == "us-east-1"
     assert "caPem" not in location.to_json()
 
 
 def test_location_repr_hides_secret() -> None:
-    assert SECRET not in repr(objectstore.Location.from_json(DOCUMENT))
+    assert SECRET not in repr(Location.from_json(DOCUMENT))
 
 
 @pytest.mark.parametrize("field", ["endpoint", "bucket", "prefix", "accessKey", "secretKey"])
 def test_location_rejects_missing_field(field: str) -> None:
     document = {k: v for k, v in DOCUMENT.items() if k != field}
     with pytest.raises(errors.BackupError, match=f"{field} must be a string"):
-        objectstore.Location.from_json(document)
+        Location.from_json(document)
 
 
 def test_location_rejects_unknown_field() -> None:
     with pytest.raises(errors.BackupError, match="unknown field extra"):
-        objectstore.Location.from_json({**DOCUMENT, "extra": "x"})
+        Location.from_json({**DOCUMENT, "extra": "x"})
 
 
 @pytest.mark.parametrize(
@@ -71,11 +72,11 @@ def test_location_rejects_unknown_field() -> None:
 )
 def test_location_rejects_value(field: str, value: object, match: str) -> None:
     with pytest.raises(errors.BackupError, match=match):
-        objectstore.Location.from_json({**DOCUMENT, field: value})
+        Location.from_json({**DOCUMENT, field: value})
 
 
 def test_objectstore_writes_ca_bundle_and_removes_it() -> None:
-    store = objectstore.ObjectStore(objectstore.Location.from_json(DOCUMENT))
+    store = objectstore.ObjectStore(Location.from_json(DOCUMENT))
     path = store.ca_file
     assert path is not None
     with open(path) as file:
@@ -83,3 +84,17 @@ def test_objectstore_writes_ca_bundle_and_removes_it() -> None:
     del store
     gc.collect()
     assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("module", ["gitquorum.kube.running", "gitquorum.commands.replica"])
+def test_processes_without_backups_leave_boto3_unloaded(module: str) -> None:
+    """boto3 costs about 8 MB resident: the operator and the replicas load it only with a
+    store (``stores.open_store``)."""
+    import subprocess
+    import sys
+
+    probe = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith('bo')))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert "boto3" not in loaded and "botocore" not in loaded, loaded

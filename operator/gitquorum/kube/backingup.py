@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gitquorum import errors
-from gitquorum.backup import layout, manifests, objectstore, retention
+from gitquorum.backup import layout, manifests, retention, stores
 from gitquorum.kube import api, backupspecs, names
 from gitquorum.kube.metrics import OperatorMetrics
 from gitquorum.replication import peerclient
@@ -256,7 +256,7 @@ class Backups:
             repository_namespace=namespace,
             repository=target,
         )
-        store = objectstore.ObjectStore(location)
+        store = stores.open_store(location)
         found = await asyncio.to_thread(store.list_manifests)
         doomed = retention.to_delete(found, spec.retention, now=_now())
         if not doomed:

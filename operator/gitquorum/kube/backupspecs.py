@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gitquorum import errors
-from gitquorum.backup import layout, objectstore, schedule
+from gitquorum.backup import layout, schedule
 from gitquorum.backup import retention as keeping
+from gitquorum.backup.location import Location
 
 ACCESS_KEY = "AWS_ACCESS_KEY_ID"
 SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
@@ -61,7 +62,7 @@ class ObjectStoreSpec:
 
     def location(
         self, read_secret: ReadSecret, *, namespace: str, repository_namespace: str, repository: str
-    ) -> objectstore.Location:
+    ) -> Location:
         """The store with its credentials, for the backups of ``repository_namespace/repository``
         (the Secrets are read in ``namespace``); ConfigError says what is missing."""
         credentials = read_secret(namespace, self.credentials_secret)
@@ -83,7 +84,7 @@ class ObjectStoreSpec:
                 raise errors.ConfigError(
                     f"Secret {namespace}/{self.ca_secret} (objectStore.caSecret) has no {CA_KEY}"
                 )
-        return objectstore.Location(
+        return Location(
             endpoint=self.endpoint,
             bucket=self.bucket,
             prefix=layout.repository_prefix(self.path, repository_namespace, repository),

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gitquorum import errors
-from gitquorum.backup import manifests, objectstore
+from gitquorum.backup import manifests
+from gitquorum.backup.location import Location
 from gitquorum.kube import backupspecs, context, names, planning
 from gitquorum.replication import peerclient
 
@@ -146,7 +147,7 @@ class Bootstrapping(context.Context):
             assert source.object_store is not None and source.repository is not None
             store = source.object_store
             origin, repository = source.namespace or namespace, source.repository
-        location: objectstore.Location = store.location(
+        location: Location = store.location(
             self.kube.read_secret,
             namespace=namespace,
             repository_namespace=origin,

@@ -28,7 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from gitquorum import errors
-from gitquorum.backup import bundling, catalog, layout, manifests, objectstore, restoring
+from gitquorum.backup import bundling, catalog, layout, manifests, restoring, stores
+from gitquorum.backup.location import Location
 from gitquorum.replication import checksum, messages, replica, transactions
 from gitquorum.server import spawning
 
@@ -49,7 +50,7 @@ class BackupRequest:
     id: str
     namespace: str
     repository: str
-    location: objectstore.Location
+    location: Location
     full: bool
     """Take a full backup even when an incremental one could build on the newest."""
     max_chain: int
@@ -77,7 +78,7 @@ class BackupRequest:
 class RestoreRequest:
     """``POST /admin/restore``: restore a backup of ``namespace/repository`` into this one."""
 
-    location: objectstore.Location
+    location: Location
     namespace: str
     repository: str
     backup: str | None
@@ -111,11 +112,11 @@ def _backup_id(value: object) -> str:
         raise errors.MalformedMessage(str(error)) from error
 
 
-def _location(value: object) -> objectstore.Location:
+def _location(value: object) -> Location:
     if not isinstance(value, dict):
         raise errors.MalformedMessage("location must be an object")
     try:
-        return objectstore.Location.from_json(value)
+        return Location.from_json(value)
     except errors.BackupError as error:
         raise errors.MalformedMessage(f"location: {error}") from error
 
@@ -174,7 +175,7 @@ class Archivist:
         )
         # The id carries the time the operator created the backup; the manifest says the same.
         created = layout.created_of(request.id)
-        store = objectstore.ObjectStore(request.location)
+        store = stores.open_store(request.location)
         existing: list[manifests.Manifest] = await _step(
             name, "object store listed", asyncio.to_thread, store.list_manifests
         )
@@ -260,7 +261,7 @@ class Archivist:
         leadership = self._replica.leadership
         if leadership is None:
             raise errors.Unavailable(f"replica {self._replica.id} does not lead: no restore here")
-        store = objectstore.ObjectStore(request.location)
+        store = stores.open_store(request.location)
         found: list[manifests.Manifest] = await _step(
             name, "object store listed", asyncio.to_thread, store.list_manifests
         )
