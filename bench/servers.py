@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from gitquorum.server import auth, passwords
+from tests.ports import free_port
 
 USER = ("bench", "bench-token-0123456789")
 STARTUP_SECONDS = 30.0
@@ -73,7 +74,7 @@ def gitquorum(
 @contextlib.contextmanager
 def git_daemon(root: pathlib.Path, env: dict[str, str]) -> Iterator[Served]:
     """``git daemon`` exporting every repository, receive-pack enabled."""
-    port = _free_port()
+    port = free_port()
     command = [
         "git",
         "daemon",
@@ -116,12 +117,6 @@ def _wait_for_listener(process: subprocess.Popen[bytes], port: int) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"git daemon did not listen on {port} in {STARTUP_SECONDS} s")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -25,7 +25,7 @@ import tempfile
 import time
 
 from bench import git_server, repository, servers
-from tests.integration.replicas import free_port
+from tests.ports import free_port
 
 TARGET = 1.1
 MIB = 1024 * 1024

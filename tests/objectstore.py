@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 import botocore.exceptions
 
 from gitquorum_testbed import binaries, objectstore
-from tests import waiting
+from tests import ports, waiting
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -48,7 +47,7 @@ def running(
         data = directory / "data"
         data.mkdir(parents=True, exist_ok=True)
         log_path = directory / "versitygw.log"
-        port = _free_port()
+        port = ports.free_port()
         store = ObjectStoreEndpoint(
             endpoint=f"http://127.0.0.1:{port}",
             access_key=secrets.token_hex(10),
@@ -88,15 +87,6 @@ def _create_bucket(s3: S3Client, bucket: str) -> bool:
         if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
             raise
     return True
-
-
-def _free_port() -> int:
-    # The kernel picks a free port; versitygw binds it a moment later. Another process taking
-    # it in between would fail the start with a clear "address already in use" in the log.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

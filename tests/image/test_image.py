@@ -19,7 +19,8 @@ import pytest
 from tests import waiting
 from tests.integration import helpers
 from tests.integration.helpers import Git
-from tests.integration.replicas import Replicas, free_port
+from tests.integration.replicas import Replicas
+from tests.ports import free_port
 
 pytestmark = pytest.mark.image
 

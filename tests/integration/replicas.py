@@ -9,7 +9,6 @@ import os
 import pathlib
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -20,15 +19,9 @@ from typing import Any
 from gitquorum.replication import invocation, membership
 from tests import waiting
 from tests.integration import helpers
+from tests.ports import free_port
 
 STARTUP_DEADLINE = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Replicas:

@@ -20,7 +20,7 @@ import pytest
 
 from gitquorum.local import links
 from gitquorum.replication import invocation, membership
-from tests import waiting
+from tests import ports, waiting
 from tests.integration import helpers, replicas
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ def start_server(
     tmp_path_factory: pytest.TempPathFactory, auth_file: pathlib.Path, keys: Keys
 ) -> Iterator[SshServer]:
     """``gitquorum serve`` with SSH on a free port, repositories created on push."""
-    port = replicas.free_port()
+    port = ports.free_port()
     for server in helpers.start_server(
         tmp_path_factory,
         "--auth-file",
@@ -212,7 +212,7 @@ class SshReplicas(replicas.Replicas):
     ) -> None:
         super().__init__(base, auth_file, 3, extra_args)
         self.keys = keys
-        self.ssh_port = replicas.free_port()
+        self.ssh_port = ports.free_port()
         self.hosts = {replica: f"127.0.0.{index + 2}" for index, replica in enumerate(self.ids)}
         self.links = (
             None
