@@ -17,7 +17,7 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 EVICTION_TOLERATION_SECONDS = 10
 # How long the node-lifecycle controller waits for a heartbeat before marking a node NotReady
 # (the default is 50 s; the issue asks for NotReady within 20 s of a node stop).
-NODE_MONITOR_GRACE = "12s"
+NODE_MONITOR_GRACE_SECONDS = 12
 # How long a restarting API server gets to stop before it is killed. An API server being shut
 # down stops listening at once but may wait a minute for its connections; a kubelet kills it
 # after its pod's grace (30 s under kubeadm). Real defaults keep that outage inside the
@@ -148,7 +148,7 @@ def _controller_manager(layout: settings.Layout, files: pki.Files, bindir: Path)
         "--leader-elect=false",
         "--bind-address=127.0.0.1",
         "--node-monitor-period=1s",
-        f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
+        f"--node-monitor-grace-period={NODE_MONITOR_GRACE_SECONDS}s",
         "--profiling=false",
         "--v=1",
     ]

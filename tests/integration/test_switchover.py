@@ -5,10 +5,13 @@ Three ``gitquorum replica`` processes on loopback; the test plays the controller
 then the new configuration, the new leader first), as the operator does.
 """
 
+import json
 import pathlib
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -227,9 +230,6 @@ def test_leader_on_sigterm_keeps_serving_until_leadership_moves(
 
 
 def test_rejects_unknown_protocol_version(replicas: Replicas) -> None:
-    import json
-    import urllib.request
-
     request = urllib.request.Request(
         f"http://127.0.0.1:{replicas.ports['r0'][1]}/admin/status",
         headers={"Authorization": f"Bearer {replicas.token}", "Gitquorum-Protocol": "99"},
@@ -297,9 +297,6 @@ def test_request_to_a_replica_not_configured_yet_waits_for_its_configuration(
 
 def _answer(url: str) -> tuple[int, str]:
     """The status and Connection header of a GET, errors included."""
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.headers.get("Connection", "")

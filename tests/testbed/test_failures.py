@@ -202,7 +202,7 @@ def test_apiserver_restart_leaves_running_pods_alone(testbed: cluster.Testbed, c
     waiting.never(
         "a Ready condition changed after a short API server restart",
         marked,
-        window=float(controlplane.NODE_MONITOR_GRACE.rstrip("s")) + 3,
+        window=controlplane.NODE_MONITOR_GRACE_SECONDS + 3,
     )
     after = kube.wait_ready(core, namespace, "steady", timeout=60)
     status = after.status.container_statuses[0]
