@@ -42,6 +42,8 @@ class Kube:
         self.core = client.CoreV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        self.policy = client.PolicyV1Api(self.api_client)
+        self.networking = client.NetworkingV1Api(self.api_client)
         self.kubectl = [str(binaries.kubectl()), "--kubeconfig", str(bed.layout.kubeconfig)]
 
     # -- namespaces --------------------------------------------------------------------------

@@ -155,6 +155,9 @@ def _report(
         f"GitRepositories exist after {scale.exist:.1f} s, created directly after "
         f"{scale.reference:.1f} s: ratio {ratios['scale']:.2f}; target "
         f"{targets['scale']:.0f} s: {verdicts['scale']}",
+        f"          every object the operator makes for them after {scale.exist_all:.1f} s, "
+        f"created directly after {scale.reference_all:.1f} s: ratio "
+        f"{scale.exist_all / scale.reference_all:.2f}",
         f"          the API took the GitRepositories in {scale.created:.1f} s; every pod "
         f"scheduled and claim bound after {settled}",
         f"memory    operator peak RSS {scale.peak_mb:.0f} MB: ratio {ratios['memory']:.2f} "

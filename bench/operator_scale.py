@@ -3,15 +3,20 @@
 Three hollow nodes (pods bound there never run: see gitquorum_testbed.agent) join, labelled
 ``gitquorum.io/pool=bench-hollow``; 8 threads create the GitRepositories (3 replicas each,
 placed on that pool, tolerating the hollow taint) as fast as the API takes them. Measured: the
-time until every pod and claim exists (target 120 s for 300 repositories), then until every
-pod is scheduled and claim bound (no target: that is the scheduler's and the volume binder's
-work), and the operator's resident memory from its ``/metrics`` when everything existed, at the
-end, and at its peak (target 200 MB). Reference in the same run: the same pods and claims
-(copied from what the operator made, label keys renamed so that its watches ignore them)
-created directly by 8 threads in another namespace, until all exist.
+time until every pod and claim exists (target 120 s for 300 repositories) and until every
+object the operator makes for them exists (Secrets, Service, PodDisruptionBudget,
+NetworkPolicy too), then until every pod is scheduled and claim bound (no target: that is the
+scheduler's and the volume binder's work), and the operator's resident memory from its
+``/metrics`` when everything existed, at the end, and at its peak (target 200 MB).
 
-Pods and claims are followed by watch (gitquorum_testbed.mirrors): polling lists of 900 pods
-would load the API server as much as what is measured.
+References in the same run, each made by 8 threads in a namespace of its own, copied from what
+the operator made (label keys renamed so that its watches ignore them): the pods and claims
+alone, until all exist; then every object the operator made, in the order it makes them, until
+all exist. The second is the issue's "same objects created directly"; the first is stricter
+(the operator's Secrets and Service are work the reference then skips).
+
+Objects are followed by watch (gitquorum_testbed.mirrors): polling lists of 900 pods would load
+the API server as much as what is measured.
 """
 
 import contextlib
@@ -37,6 +42,23 @@ HOLLOW_NODES = 3
 POOL_LABEL = "gitquorum.io/pool"
 POOL = "bench-hollow"
 THREADS = 8
+PER_REPOSITORY = {
+    "Secret": 4,  # credentials, hashed credentials, replication tokens, known_hosts
+    "Service": 1,
+    "PodDisruptionBudget": 1,
+    "NetworkPolicy": 1,
+    "PersistentVolumeClaim": 3,
+    "Pod": 3,
+}
+"""What the operator makes for one 3-replica repository, in the order a first pass makes it."""
+API_VERSIONS = {
+    "PodDisruptionBudget": "policy/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
+}
+"""apiVersion by kind, where it is not ``v1``."""
+DROPPED_SPEC = ("nodeName", "volumeName", "priority", "clusterIP", "clusterIPs")
+"""Spec fields the scheduler, the volume binder or the API server filled in."""
+LABEL_KEYS = ("gitquorum.io/repository", "gitquorum.io/replica")
 SCALE_TIMEOUT = 900.0
 SETTLE_TIMEOUT = 300.0
 """Seconds to wait, after everything exists, for every pod to be scheduled and claim bound."""
@@ -50,6 +72,8 @@ class Scale:
     """Seconds until the API had taken every GitRepository."""
     exist: float
     """Seconds until every pod and every claim existed."""
+    exist_all: float
+    """Seconds until every object the operator makes for them existed."""
     settled: float | None
     """Seconds until every pod was scheduled and every claim bound (None: not within limit)."""
     rss_before_mb: float
@@ -65,6 +89,8 @@ class Scale:
     pass_seconds: float
     reference: float
     """Seconds until the same pods and claims, created directly, all existed."""
+    reference_all: float
+    """Seconds until every object the operator made, created directly, all existed."""
 
 
 def measure(
@@ -88,11 +114,14 @@ def measure(
             ours, objects = _operator_creates(api, namespace, count)
             if while_present is not None:
                 while_present(namespace)
+        pods_and_claims = [o for o in objects if o["kind"] in ("Pod", "PersistentVolumeClaim")]
         with api.namespace("direct") as namespace:
-            reference = _direct_creates(api, namespace, objects)
+            reference = _direct_creates(api, namespace, pods_and_claims)
+        with api.namespace("direct-all") as namespace:
+            reference_all = _direct_creates(api, namespace, objects)
     finally:
         remove_hollow(bed, api, hollow)
-    return dataclasses.replace(ours, reference=reference)
+    return dataclasses.replace(ours, reference=reference, reference_all=reference_all)
 
 
 def create_hollow(api: kube.Kube, namespace: str, count: int, prefix: str = "r") -> int:
@@ -129,11 +158,12 @@ def _operator_creates(api: kube.Kube, namespace: str, count: int) -> tuple[Scale
         created = create_hollow(api, namespace, count)
         took = time.monotonic() - started
         print(f"     {created} GitRepositories taken by the API in {took:.1f} s", flush=True)
-        exist = watched.wait_all(3 * count, started, sampler)
+        exist = watched.wait_all(count, ("Pod", "PersistentVolumeClaim"), started, sampler)
+        exist_all = watched.wait_all(count, tuple(PER_REPOSITORY), started, sampler)
         at_exist = api.operator_metrics()
         settled = watched.wait_settled(3 * count, started, sampler)
         at_end = api.operator_metrics()
-        objects = [*watched.claims.items(), *watched.pods.items()]
+        objects = [_copy(kind, o) for kind, o in watched.objects()]
     sampler.stop()
 
     def delta(metric: str) -> float:
@@ -143,6 +173,7 @@ def _operator_creates(api: kube.Kube, namespace: str, count: int) -> tuple[Scale
         repositories=count,
         created=took,
         exist=exist,
+        exist_all=exist_all,
         settled=settled,
         rss_before_mb=before["process_resident_memory_bytes"] / 1e6,
         rss_mb=at_exist["process_resident_memory_bytes"] / 1e6,
@@ -152,45 +183,47 @@ def _operator_creates(api: kube.Kube, namespace: str, count: int) -> tuple[Scale
         passes=delta("gitquorum_operator_reconcile_seconds_count"),
         pass_seconds=delta("gitquorum_operator_reconcile_seconds_sum"),
         reference=0.0,
+        reference_all=0.0,
     )
-    return scale, [_copy(o) for o in objects]
+    return scale, objects
 
 
 def _direct_creates(api: kube.Kube, namespace: str, objects: list[Body]) -> float:
-    claims = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
-    pods = [o for o in objects if o["kind"] == "Pod"]
-    print(f"     reference: {len(pods)} pods and {len(claims)} claims created directly", flush=True)
-
-    def create(body: Body) -> None:
-        # Created as the operator creates (``gitquorum.kube.api``): answer not decoded, its
-        # connection given back to the pool.
-        if body["kind"] == "Pod":
-            answer = api.core.create_namespaced_pod(namespace, body, _preload_content=False)
-        else:
-            answer = api.core.create_namespaced_persistent_volume_claim(
-                namespace, body, _preload_content=False
-            )
-        operator_api.discard(answer)
-
-    # Claims first, then pods, repository by repository: the order the operator creates them.
-    ordered = sorted(objects, key=lambda o: (o["metadata"]["name"], o["kind"] == "Pod"))
-    with Watched(api, namespace) as watched:
+    counts = {kind: sum(1 for o in objects if o["kind"] == kind) for kind in PER_REPOSITORY}
+    made = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    print(f"     reference: {made} created directly", flush=True)
+    # Created as the operator creates (``gitquorum.kube.api``): answer not decoded, its
+    # connection given back to the pool.
+    creator = operator_api.Api(api.api_client)
+    # Repository by repository, each in the order the operator makes its objects.
+    order = list(PER_REPOSITORY)
+    ordered = sorted(
+        objects,
+        key=lambda o: (
+            o["metadata"]["labels"].get(f"bench.{LABEL_KEYS[0]}", ""),
+            order.index(o["kind"]),
+            o["metadata"]["name"],
+        ),
+    )
+    repositories = len({o["metadata"]["labels"].get(f"bench.{LABEL_KEYS[0]}") for o in objects})
+    kinds = tuple(kind for kind, n in counts.items() if n)
+    with Watched(api, namespace, kinds) as watched:
         started = time.monotonic()
         with futures.ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(create, ordered))
-        took = watched.wait_all(len(pods), started, None)
+            list(pool.map(lambda body: creator.create(namespace, body), ordered))
+        took = watched.wait_all(repositories, kinds, started, None)
     return took
 
 
-def _copy(body: Body) -> Body:
-    """A pod or claim as the operator created it, for another namespace and not the operator's.
+def _copy(kind: str, body: Body) -> Body:
+    """An object as the operator created it, for another namespace and not the operator's.
 
     The repository and replica label keys are renamed (in selectors too) so that the
-    operator's watches ignore the copies; everything the API server or the scheduler added
-    (status, node name, bound volume, owner) is dropped.
+    operator's watches ignore the copies; everything the API server, the scheduler or the
+    volume binder added (status, node name, bound volume, cluster IP, owner) is dropped.
     """
     text = json.dumps(body)
-    for key in ("gitquorum.io/repository", "gitquorum.io/replica"):
+    for key in LABEL_KEYS:
         text = text.replace(f'"{key}"', f'"bench.{key}"')
     source = json.loads(text)
     metadata = {
@@ -198,48 +231,72 @@ def _copy(body: Body) -> Body:
         for key in ("name", "labels", "annotations")
         if key in source["metadata"]
     }
-    if "containers" not in source["spec"]:
+    if kind == "PersistentVolumeClaim":
         metadata.pop("annotations", None)  # the scheduler's selected node, the binder's marks
-    spec = dict(source["spec"])
-    for key in ("nodeName", "volumeName", "priority"):
-        spec.pop(key, None)
-    kind = "Pod" if "containers" in spec else "PersistentVolumeClaim"
-    return {"apiVersion": "v1", "kind": kind, "metadata": metadata, "spec": spec}
+    copy: Body = {"apiVersion": API_VERSIONS.get(kind, "v1"), "kind": kind, "metadata": metadata}
+    if kind == "Secret":
+        return {**copy, "type": source.get("type", "Opaque"), "data": source.get("data") or {}}
+    spec = {key: value for key, value in source["spec"].items() if key not in DROPPED_SPEC}
+    return {**copy, "spec": spec}
 
 
 class Watched:
-    """The pods and claims of a namespace, followed by watch (listing 900 pods costs)."""
+    """The objects of some kinds in a namespace, followed by watch (listing 900 pods costs)."""
 
-    def __init__(self, api: kube.Kube, namespace: str) -> None:
-        self.pods = mirrors.Mirror(
-            functools.partial(api.core.list_namespaced_pod, namespace),
-            what="pods",
-            watch_seconds=5,
-        )
-        self.claims = mirrors.Mirror(
-            functools.partial(api.core.list_namespaced_persistent_volume_claim, namespace),
-            what="claims",
-            watch_seconds=5,
-        )
+    def __init__(
+        self, api: kube.Kube, namespace: str, kinds: tuple[str, ...] = tuple(PER_REPOSITORY)
+    ) -> None:
+        lists = {
+            "Secret": api.core.list_namespaced_secret,
+            "Service": api.core.list_namespaced_service,
+            "PodDisruptionBudget": api.policy.list_namespaced_pod_disruption_budget,
+            "NetworkPolicy": api.networking.list_namespaced_network_policy,
+            "PersistentVolumeClaim": api.core.list_namespaced_persistent_volume_claim,
+            "Pod": api.core.list_namespaced_pod,
+        }
+        self.mirrors = {
+            kind: mirrors.Mirror(
+                functools.partial(lists[kind], namespace), what=kind, watch_seconds=5
+            )
+            for kind in kinds
+        }
+
+    @property
+    def pods(self) -> mirrors.Mirror:
+        return self.mirrors["Pod"]
+
+    @property
+    def claims(self) -> mirrors.Mirror:
+        return self.mirrors["PersistentVolumeClaim"]
+
+    def objects(self) -> list[tuple[str, Body]]:
+        return [(kind, o) for kind, mirror in self.mirrors.items() for o in mirror.items()]
 
     def __enter__(self) -> "Watched":
-        for mirror in (self.pods, self.claims):
+        for mirror in self.mirrors.values():
             mirror.start()
             mirror.synced.wait(30)
         return self
 
     def __exit__(self, *_: object) -> None:
-        stoppers = [threading.Thread(target=m.stop) for m in (self.pods, self.claims)]
+        stoppers = [threading.Thread(target=m.stop) for m in self.mirrors.values()]
         for thread in stoppers:
             thread.start()
         for thread in stoppers:
             thread.join()
 
-    def wait_all(self, expected: int, started: float, sampler: "RssSampler | None") -> float:
-        """Seconds from ``started`` until ``expected`` pods and as many claims exist."""
+    def wait_all(
+        self,
+        repositories: int,
+        kinds: tuple[str, ...],
+        started: float,
+        sampler: "RssSampler | None",
+    ) -> float:
+        """Seconds from ``started`` until the objects of ``kinds`` for ``repositories`` exist."""
+        wanted = {kind: PER_REPOSITORY[kind] * repositories for kind in kinds}
         return self._until(
-            f"{expected} pods and {expected} claims",
-            lambda: len(self.pods.items()) >= expected and len(self.claims.items()) >= expected,
+            ", ".join(f"{n} {kind}" for kind, n in wanted.items()),
+            lambda: all(len(self.mirrors[k].items()) >= n for k, n in wanted.items()),
             started,
             sampler,
             SCALE_TIMEOUT,
@@ -286,7 +343,15 @@ class Watched:
         pods, claims = self.pods.items(), self.claims.items()
         scheduled = sum(1 for p in pods if p["spec"].get("nodeName"))
         bound = sum(1 for c in claims if c["status"].get("phase") == "Bound")
-        return f"pods {len(pods)} ({scheduled} scheduled), claims {len(claims)} ({bound} bound)"
+        others = "".join(
+            f", {kind} {len(mirror.items())}"
+            for kind, mirror in self.mirrors.items()
+            if kind not in ("Pod", "PersistentVolumeClaim")
+        )
+        return (
+            f"pods {len(pods)} ({scheduled} scheduled), claims {len(claims)} ({bound} bound)"
+            f"{others}"
+        )
 
 
 class RssSampler:
