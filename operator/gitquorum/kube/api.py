@@ -52,6 +52,27 @@ class Client(client.ApiClient):
             _request_timeout=_request_timeout or REQUEST_TIMEOUT,
         )
 
+    def sanitize_for_serialization(self, obj: Any) -> Any:
+        # The operator's manifests are JSON data already; the client would rebuild each one,
+        # value by value, looking for models to convert: 0.75 ms of a pod create's 1.3 ms of
+        # client CPU, measured, in a process whose CPU the API server needs while a thousand
+        # repositories arrive. Models (the Lease, delete options) still go the client's way.
+        if isinstance(obj, dict) and is_json_data(obj):
+            return obj
+        return super().sanitize_for_serialization(obj)
+
+
+JSON_LEAVES = (str, int, float, type(None))
+
+
+def is_json_data(value: Any) -> bool:
+    """Whether ``value`` is made of dicts with string keys, lists and JSON scalars only."""
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and is_json_data(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(is_json_data(item) for item in value)
+    return isinstance(value, JSON_LEAVES)
+
 
 def connect(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig."""
