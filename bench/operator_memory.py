@@ -157,7 +157,8 @@ def _report(
         f"after a restart (target <= {target_mb:.0f} MB; "
         f"{seen['traced_mb']:.0f} MB while tracing); idle {per_repository:.4f} API requests/s "
         f"per repository beyond the Lease's {lease_rate:.2f}/s, operator CPU "
-        f"{seen['cpu'] / window * 100:.1f}% of a core for all",
+        f"{seen['cpu'] / window * 100:.1f}% of a core for all; while they arrived, operator CPU "
+        f"{scale.cpu_seconds:.0f} s until every pod was scheduled, {scale.passes:.0f} passes",
         flush=True,
     )
     return {

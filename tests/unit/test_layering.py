@@ -23,7 +23,7 @@ HTTP_LAYER = {
     "kube/metrics.py",
     "kube/running.py",
 }
-KOPF_WIRING = {"kube/handlers.py", "kube/running.py"}
+KOPF_WIRING = {"kube/handlers.py", "kube/running.py", "kube/prepopulation.py"}
 KUBERNETES_CLIENTS = ("kube/", "plugin/gathering.py")
 """The operator, and the one module of the kubectl plugin that reads the API server."""
 

@@ -14,7 +14,7 @@ import kopf
 from aiohttp import web
 
 from gitquorum import allocator
-from gitquorum.kube import api, handlers, lease, metrics, profiling, reconciler
+from gitquorum.kube import api, handlers, lease, metrics, prepopulation, profiling, reconciler
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def exit_if_still_running(
 async def operate(options: Options, *, signals: Iterable[signal.Signals] = ()) -> int:
     """Runs until a signal (0) or until the Lease is lost (1: restart as a waiting instance)."""
     profiling.start(options.trace_memory)
+    prepopulation.apply()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_default_executor(
