@@ -171,3 +171,24 @@ def test_lease_renews_while_the_shared_threads_are_busy() -> None:
             await blocker
 
     assert asyncio.run(renew_beside_a_busy_pool())
+
+
+def test_lease_keep_given_no_turn_in_time_says_so_and_gives_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FakeLeases()
+    held = instance(store, "a")
+    held.duration, held.renew_every = 3.0, 0.2
+
+    async def busy_loop() -> None:
+        await held.acquire()
+        keeping = asyncio.ensure_future(held.keep())
+        await asyncio.sleep(0)
+        time.sleep(2.5)  # the event loop held past duration - margin (2 s)
+        await asyncio.wait_for(keeping, 5)
+
+    asyncio.run(busy_loop())
+
+    assert not held.held
+    assert "since the last renewal, too late to try" in caplog.text
+    assert "no answer within" not in caplog.text

@@ -104,10 +104,18 @@ class Lease:
             await asyncio.sleep(self.renew_every)
             # An attempt may take no longer than the lease has left: one that hangs must not
             # keep this instance acting after another may have taken over.
-            left = self.duration - margin - (time.monotonic() - last)
-            if await self._attempting(max(left, 0.0)):
+            since = time.monotonic() - last
+            left = self.duration - margin - since
+            if left > 0 and await self._attempting(left):
                 last = time.monotonic()
-            elif time.monotonic() - last > self.duration - margin:
+                continue
+            if left <= 0:
+                # Not the API server's doing: this loop ran too late to try at all, the event
+                # loop busy elsewhere for longer than the lease allows.
+                log.warning(
+                    "lease %s: %.1f s since the last renewal, too late to try", self.name, since
+                )
+            if time.monotonic() - last > self.duration - margin:
                 self.held = False
                 log.error("lease %s/%s lost: stopping", self.namespace, self.name)
                 return
