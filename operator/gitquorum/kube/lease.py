@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import datetime
 import logging
+import threading
 import time
 
 from kubernetes import client
@@ -35,8 +36,9 @@ class Lease:
         self.duration, self.renew_every = duration, renew_every
         self.held = False
         # Its own threads: in the pool the passes share, a renewal waited behind a restart's
-        # burst of calls; two, so that one attempt stuck on a dead connection blocks no other.
-        self.threads = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="lease")
+        # burst of calls. Three: one times the renewals (``keep``), and an attempt stuck on a
+        # dead connection leaves another for the next.
+        self.threads = concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="lease")
 
     def try_take(self) -> bool:
         """Takes or renews the lease; False when another live holder has it."""
@@ -97,28 +99,49 @@ class Lease:
         log.info("holding lease %s/%s as %s", self.namespace, self.name, self.identity)
 
     async def keep(self) -> None:
-        """Renews the lease; returns when it could not be renewed in time (lost)."""
+        """Renews the lease; returns when it could not be renewed in time (lost).
+
+        The renewals are timed and made on the lease's own threads, not by the event loop:
+        kopf decodes each initial list in the event loop, and a restart over 1,000 repositories
+        (with memory tracing) held it for over 10 s at a time, so a healthy process lost its
+        lease at every start. A loop wedged for good is the liveness probe's to catch: it is
+        answered by that loop."""
+        stopping = threading.Event()
+        try:
+            await asyncio.wrap_future(self.threads.submit(self._keep, stopping))
+        finally:
+            stopping.set()
+
+    def _keep(self, stopping: threading.Event) -> None:
         last = time.monotonic()
         margin = min(5.0, self.duration / 3)
-        while True:
-            await asyncio.sleep(self.renew_every)
+        while not stopping.wait(self.renew_every):
             # An attempt may take no longer than the lease has left: one that hangs must not
             # keep this instance acting after another may have taken over.
             since = time.monotonic() - last
             left = self.duration - margin - since
-            if left > 0 and await self._attempting(left):
+            if left > 0 and self._attempted(left):
                 last = time.monotonic()
                 continue
-            if left <= 0:
-                # Not the API server's doing: this loop ran too late to try at all, the event
-                # loop busy elsewhere for longer than the lease allows.
-                log.warning(
-                    "lease %s: %.1f s since the last renewal, too late to try", self.name, since
-                )
             if time.monotonic() - last > self.duration - margin:
                 self.held = False
-                log.error("lease %s/%s lost: stopping", self.namespace, self.name)
+                log.error(
+                    "lease %s/%s lost (%.1f s since the last renewal): stopping",
+                    self.namespace,
+                    self.name,
+                    time.monotonic() - last,
+                )
                 return
+
+    def _attempted(self, within: float) -> bool:
+        """An attempt on another of the lease's threads; False when it failed or took over
+        ``within`` seconds (it may go on in its thread: a call stuck on a dead connection)."""
+        attempt = self.threads.submit(self._attempt)
+        try:
+            return attempt.result(timeout=within)
+        except concurrent.futures.TimeoutError:
+            log.warning("lease %s: no answer within %.1f s", self.name, within)
+            return False
 
     async def _attempting(self, within: float) -> bool:
         """An attempt on the lease's own threads; False when it failed or took over ``within``
