@@ -59,6 +59,8 @@ API_VERSIONS = {
 DROPPED_SPEC = ("nodeName", "volumeName", "priority", "clusterIP", "clusterIPs")
 """Spec fields the scheduler, the volume binder or the API server filled in."""
 LABEL_KEYS = ("gitquorum.io/repository", "gitquorum.io/replica")
+COPY_REPOSITORY_LABEL = f"bench.{LABEL_KEYS[0]}"
+"""The repository label of a copy (renamed so that the operator ignores it)."""
 SCALE_TIMEOUT = 900.0
 SETTLE_TIMEOUT = 300.0
 """Seconds to wait, after everything exists, for every pod to be scheduled and claim bound."""
@@ -200,12 +202,12 @@ def _direct_creates(api: kube.Kube, namespace: str, objects: list[Body]) -> floa
     ordered = sorted(
         objects,
         key=lambda o: (
-            o["metadata"]["labels"].get(f"bench.{LABEL_KEYS[0]}", ""),
+            o["metadata"]["labels"].get(COPY_REPOSITORY_LABEL, ""),
             order.index(o["kind"]),
             o["metadata"]["name"],
         ),
     )
-    repositories = len({o["metadata"]["labels"].get(f"bench.{LABEL_KEYS[0]}") for o in objects})
+    repositories = len({o["metadata"]["labels"].get(COPY_REPOSITORY_LABEL) for o in objects})
     kinds = tuple(kind for kind, n in counts.items() if n)
     with Watched(api, namespace, kinds) as watched:
         started = time.monotonic()

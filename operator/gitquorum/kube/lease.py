@@ -144,14 +144,9 @@ class Lease:
             return False
 
     async def _attempting(self, within: float) -> bool:
-        """An attempt on the lease's own threads; False when it failed or took over ``within``
-        seconds."""
-        attempt = asyncio.get_running_loop().run_in_executor(self.threads, self._attempt)
-        try:
-            return await asyncio.wait_for(attempt, within)
-        except TimeoutError:
-            log.warning("lease %s: no answer within %.1f s", self.name, within)
-            return False
+        """:meth:`_attempted`, awaited from the event loop (taking the lease)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.threads, self._attempted, within)
 
     def _attempt(self) -> bool:
         try:
